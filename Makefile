@@ -1,0 +1,53 @@
+# Thin wrappers over the `studioops` CLI in .venv. `make up` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SO     := $(BIN)/studioops
+
+.PHONY: up down status test lint bench install dev-up dev-down db-migrate db-seed logs clean-venv
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/.installed
+
+## up: create .venv, install, start the embedded stack (PostgreSQL + pgvector), migrate
+up: $(BIN)/.installed
+	$(SO) up
+
+down: $(BIN)/.installed
+	$(SO) down
+
+status: $(BIN)/.installed
+	$(SO) status
+
+## test: install the dev extras, lint, run the whole suite
+test: $(BIN)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check src tests bench
+
+bench: $(BIN)/.installed-dev
+	$(BIN)/python bench/stack.py
+
+# The design document's targets.
+dev-up: up
+dev-down: down
+db-migrate: $(BIN)/.installed
+	$(SO) db migrate
+db-seed: $(BIN)/.installed
+	$(SO) db seed
+logs: $(BIN)/.installed
+	$(SO) logs -f
+
+clean-venv:
+	rm -rf $(VENV)

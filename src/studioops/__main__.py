@@ -1,0 +1,5 @@
+"""`python -m studioops` runs the CLI."""
+
+from studioops.cli import main
+
+main()

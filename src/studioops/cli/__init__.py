@@ -1,0 +1,58 @@
+"""The `studioops` command: a thin Typer app over the library. Parse, call, render; no logic here.
+
+Library modules are imported inside each command so that `studioops --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from studioops.cli import db as db_commands
+from studioops.cli import stack as stack_commands
+from studioops.cli.output import fail
+
+app = typer.Typer(
+    name="studioops",
+    help="StudioOps infra: embedded PostgreSQL + pgvector, migrations, seed data and operations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (for bug reports).", envvar="STUDIOOPS_DEBUG"),
+) -> None:
+    """StudioOps infra: embedded PostgreSQL + pgvector, migrations, seed data and operations."""
+    if debug:
+        os.environ["STUDIOOPS_DEBUG"] = "1"
+
+
+stack_commands.register(app)
+app.add_typer(db_commands.app, name="db")
+
+
+def main() -> None:
+    """Entry point: run the app; a failure the user can fix becomes one line on stderr and an exit code."""
+    from studioops.errors import StudioOpsError
+
+    try:
+        app()
+    except StudioOpsError as exc:
+        if os.environ.get("STUDIOOPS_DEBUG", "") not in {"", "0"}:
+            raise
+        fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        if os.environ.get("STUDIOOPS_DEBUG", "") not in {"", "0"}:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or exc}{where}. Check the path and its permissions", 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

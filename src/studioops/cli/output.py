@@ -1,0 +1,44 @@
+"""Rendering for the CLI: JSON to stdout alone, tables for people, errors as one line on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `studioops: <message>` on stderr and exit with `code`."""
+    message = message.rstrip()
+    if message and message[-1] not in ".!?":
+        message += "."
+    print(f"studioops: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False)
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    console().print(t)
+
+
+def settings():
+    """The cached Settings (raises ConfigError with one clear line when the environment is wrong)."""
+    from studioops.config import get_settings
+
+    return get_settings()

@@ -1,0 +1,104 @@
+"""`studioops up | down | status | logs`: the embedded stack's lifecycle."""
+
+from __future__ import annotations
+
+import typer
+
+from studioops.cli.output import console, emit_json, settings, table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)
+    app.command("logs")(logs)
+
+
+def _render_services(services) -> None:
+    rows = []
+    for s in services:
+        versions = ", ".join(f"{k} {v}" for k, v in s.versions.items())
+        head = s.details.get("migration_head") or s.details.get("error", "")
+        rows.append([s.name, s.state, s.pid, s.address, versions, head, s.data_dir])
+    table(None, ["service", "state", "pid", "address", "versions", "migrations", "data"], rows)
+
+
+def up(
+    timeout: str = typer.Option("30s", "--timeout", help="How long to wait for each service (30s, 2m)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Start the embedded stack, apply pending migrations, and print what runs where."""
+    from studioops import stack
+    from studioops.config import parse_duration
+
+    result = stack.up(settings(), timeout=parse_duration(timeout))
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    out = console()
+    for note in result.notes:
+        out.print(f"note: {note}")
+    if result.already_running and not result.started:
+        out.print(f"already running: {', '.join(result.already_running)}")
+    elif result.started:
+        out.print(f"started {', '.join(result.started)} in {result.seconds:.2f}s")
+    if result.migrations_applied:
+        out.print(f"applied {len(result.migrations_applied)} migration(s): {', '.join(result.migrations_applied)}")
+    _render_services(result.services)
+    db = settings().db
+    out.print(f"DATABASE_URL={db}   (full URL: studioops db url)")
+
+
+def down(timeout: str = typer.Option("30s", "--timeout", help="How long to wait for a clean stop.")) -> None:
+    """Stop the embedded stack (exit 0 when it is already stopped)."""
+    from studioops import stack
+    from studioops.config import parse_duration
+
+    stopped = stack.down(settings(), timeout=parse_duration(timeout))
+    console().print(f"stopped {', '.join(stopped)}" if stopped else "already stopped")
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Each service: state, pid, address, data dir, versions, migration head."""
+    from studioops import stack
+
+    services = stack.status(settings())
+    if as_json:
+        emit_json({"services": [s.as_dict() for s in services]})
+    else:
+        _render_services(services)
+
+
+def logs(
+    service: str = typer.Argument("postgres", help="postgres"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+    lines: int = typer.Option(50, "-n", "--lines", help="How many of the last lines to show first."),
+) -> None:
+    """Print a service's log (the last lines; -f follows it)."""
+    import sys
+    import time
+
+    from studioops import stack
+    from studioops.errors import StudioOpsError
+    from studioops.stack.process import tail
+
+    path = stack.log_path(settings(), service)
+    if not path.exists():
+        raise StudioOpsError(f"no log yet at {path}. Start the stack with `studioops up`")
+    text = tail(path, lines)
+    if text:
+        print(text)
+    if not follow:
+        return
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        try:
+            while True:
+                chunk = handle.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return

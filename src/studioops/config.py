@@ -1,0 +1,161 @@
+"""One typed Settings object, read from the environment and `.env` (pydantic-settings).
+
+Defaults follow the design document's development values; secrets are redacted whenever settings are shown.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from studioops.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "postgresql://studioops:studioops123@localhost:5432/studioops"
+PACKAGE_MIGRATIONS_DIR = Path(__file__).parent / "db" / "migrations"
+REDACTED = "***"
+
+
+class Settings(BaseSettings):
+    """Every setting StudioOps reads. Field names are the environment variable names, case-insensitive."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    studioops_home: Path = Field(Path(".studioops"), description="embedded data, logs, pid files, backups")
+    studioops_env: Literal["development", "production"] = "development"
+    studioops_run_as: str = Field("studioops", description="system user that runs the servers as root")
+    studioops_migrations_dir: Path = PACKAGE_MIGRATIONS_DIR
+
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+
+    minio_endpoint: str = "localhost:9000"
+    minio_access_key: str = "studioops"
+    minio_secret_key: SecretStr = SecretStr("studioops123")
+    minio_secure: bool = False
+    minio_region: str = "us-east-1"
+    storage_public_buckets: str = ""
+
+    langfuse_public_key: str = ""
+    langfuse_secret_key: SecretStr = SecretStr("")
+    langfuse_host: str = "http://localhost:3100"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        parse_database_url(value.get_secret_value())
+        return value
+
+    # -- derived values ---------------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return self.studioops_home.expanduser().absolute()
+
+    @property
+    def db(self) -> DatabaseURL:
+        return parse_database_url(self.database_url.get_secret_value())
+
+    def shown(self) -> dict[str, str]:
+        """Every setting as text, secrets redacted: what `status` and logs may print."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "database_url":
+                out[name.upper()] = redact_url(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                out[name.upper()] = REDACTED if value.get_secret_value() else ""
+            else:
+                out[name.upper()] = str(value)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Settings({self.shown()!r})"
+
+    __str__ = __repr__
+
+
+class DatabaseURL:
+    """The parts of a `postgresql://` URL. `str()` gives the redacted form; `.url` the real one."""
+
+    def __init__(self, url: str, parts: SplitResult) -> None:
+        self.url = url
+        self.user = unquote(parts.username or "")
+        self.password = unquote(parts.password or "")
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or 5432
+        self.dbname = unquote(parts.path.lstrip("/")) or self.user
+
+    @property
+    def is_local(self) -> bool:
+        return self.host in {"localhost", "127.0.0.1", "::1"}
+
+    def with_database(self, dbname: str) -> str:
+        """The same URL pointing at another database (for scratch and maintenance connections)."""
+        parts = urlsplit(self.url)
+        return parts._replace(path="/" + dbname).geturl()
+
+    def __str__(self) -> str:
+        return redact_url(self.url)
+
+
+def parse_database_url(url: str) -> DatabaseURL:
+    """Parse and check DATABASE_URL; a malformed one is a ConfigError that never shows the password."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(
+            f"DATABASE_URL is not a valid URL ({exc}): {redact_url(url)}. "
+            "Use the form postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        ) from None
+    if parts.scheme not in {"postgresql", "postgres"}:
+        raise ConfigError(
+            f"DATABASE_URL must start with postgresql://, got {redact_url(url)}. "
+            "Use the form postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        )
+    if not parts.username:
+        raise ConfigError(
+            f"DATABASE_URL names no user: {redact_url(url)}. Use the form postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        )
+    return DatabaseURL(url, parts)
+
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of any URL in `url` with ***: safe to print or log."""
+    return _PASSWORD_IN_URL.sub(lambda m: m["head"] + REDACTED + m["tail"], url)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, built on first use so that `--help` needs no environment."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        # ConfigError raised by our validators arrives wrapped; unwrap its message.
+        ctx_error = first.get("ctx", {}).get("error")
+        if isinstance(ctx_error, ConfigError):
+            raise ctx_error from None
+        raise ConfigError(f"{name} is invalid: {first['msg']}. Fix it in the environment or .env") from None
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, and commands that change the environment)."""
+    get_settings.cache_clear()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written `30s`, `15m`, `1h`, `7d` (a bare number is seconds)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ConfigError(f"'{text}' is not a duration. Write it as 30s, 15m, 1h or 7d")
+    number, unit = float(match[1]), match[2] or "s"
+    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]

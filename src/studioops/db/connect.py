@@ -1,0 +1,49 @@
+"""Connections to PostgreSQL (psycopg 3) whose failures become one clear line without the password.
+
+Every module that talks to the database opens its connections here.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from studioops.config import DatabaseURL, redact_url
+from studioops.errors import DatabaseUnavailableError
+
+
+def explain_connect_error(exc: psycopg.Error, db: DatabaseURL) -> DatabaseUnavailableError:
+    """Turn psycopg's connection error into what the user should do about it."""
+    full = redact_url(" ".join(str(exc).split()) or type(exc).__name__)
+    # psycopg says "connection failed: connection to server at ... failed: REASON [hint]": keep REASON.
+    reason = full.rsplit(" failed: ", 1)[-1].split(" Is the server running")[0].rstrip(" .")
+    where = f"{db.host}:{db.port}/{db.dbname}"
+    if "password authentication failed" in reason or "no password supplied" in reason:
+        hint = f"check the user and password in DATABASE_URL (user '{db.user}')"
+    elif "does not exist" in reason:
+        hint = "create it, or run `studioops up` for the embedded database"
+    elif any(word in full for word in ("Connection refused", "timeout expired", "could not receive", "Is the server")):
+        hint = "start it with `studioops up`, or point DATABASE_URL at a running server"
+    else:
+        hint = "check DATABASE_URL and that the server is running (`studioops status`)"
+    return DatabaseUnavailableError(f"cannot connect to the database at {where}: {reason}. To fix: {hint}")
+
+
+def connect(
+    db: DatabaseURL,
+    *,
+    dbname: str | None = None,
+    autocommit: bool = False,
+    timeout: float = 5.0,
+    application_name: str = "studioops",
+) -> psycopg.Connection:
+    """Open a connection to `db` (or to another database on the same server)."""
+    url = db.with_database(dbname) if dbname else db.url
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            connect_timeout=max(1, int(timeout)),
+            application_name=application_name,
+        )
+    except psycopg.OperationalError as exc:
+        raise explain_connect_error(exc, db) from None

@@ -1,0 +1,46 @@
+"""Exceptions for failures a user can fix; the CLI prints their message as one line and exits non-zero.
+
+Each message says what went wrong and what to do next, and never holds a secret.
+"""
+
+
+class StudioOpsError(Exception):
+    """A failure a user can fix. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(StudioOpsError):
+    """A setting is missing, malformed or refused (bad URL, weak secret in production)."""
+
+
+class PortInUseError(StudioOpsError):
+    """A port the stack needs is taken by another program."""
+
+
+class ServiceStartError(StudioOpsError):
+    """A service did not start or did not become ready in time."""
+
+
+class BinaryNotFoundError(StudioOpsError):
+    """A bundled server binary (postgres, weed) is not installed."""
+
+
+class DatabaseUnavailableError(StudioOpsError):
+    """The database cannot be reached or refused our credentials."""
+
+
+class MigrationError(StudioOpsError):
+    """A migration file failed; nothing of it stays applied."""
+
+
+class ChecksumMismatchError(MigrationError):
+    """An applied migration file was edited after it ran."""
+
+
+class MigrationLockTimeoutError(MigrationError):
+    """Another runner held the migration lock for longer than we were willing to wait."""
+
+
+class ConfirmationRequiredError(StudioOpsError):
+    """A destructive operation needs an explicit yes."""

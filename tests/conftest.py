@@ -1,0 +1,103 @@
+"""Real services for the tests: an embedded stack in a temporary home on free ports (session-scoped).
+
+No database or S3 server is ever faked. Tests that stop or break a stack start their own (`fresh_stack`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from studioops import stack
+from studioops.config import Settings, reset_settings
+from studioops.stack.process import free_port
+
+PASSWORD = "test-password-1234"
+
+
+@dataclass
+class Stack:
+    """One embedded stack: its environment (as a user would export it) and Settings."""
+
+    home: Path
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(_env_file=None, **{k.lower(): v for k, v in self.env.items()})
+
+    @property
+    def url(self) -> str:
+        return self.env["DATABASE_URL"]
+
+    def connect(self, dbname: str | None = None, **kwargs) -> psycopg.Connection:
+        url = self.settings.db.with_database(dbname) if dbname else self.url
+        return psycopg.connect(url, **kwargs)
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 120):
+        """Run `studioops ARGS` in a subprocess, exactly as a user would."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STUDIOOPS_", "MINIO_"))}
+        full_env.update(self.env)
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "studioops", *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            input=input,
+            timeout=timeout,
+            cwd=self.home,
+        )
+
+
+def make_stack(root: Path) -> Stack:
+    home = root / f"home-{uuid.uuid4().hex[:8]}"
+    home.mkdir(parents=True)
+    env = {
+        "STUDIOOPS_HOME": str(home),
+        "DATABASE_URL": f"postgresql://studioops:{PASSWORD}@localhost:{free_port()}/studioops",
+    }
+    return Stack(home, env)
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_settings() -> Iterator[None]:
+    reset_settings()
+    yield
+    reset_settings()
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The shared stack, started once: tests use it without stopping it."""
+    s = make_stack(tmp_path_factory.mktemp("stack"))
+    stack.up(s.settings, timeout=60)
+    yield s
+    stack.down(s.settings)
+
+
+@pytest.fixture
+def fresh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of the test's own, not started; stopped afterwards whatever the test did to it."""
+    s = make_stack(tmp_path_factory.mktemp("fresh"))
+    yield s
+    stack.down(s.settings)
+
+
+@pytest.fixture
+def scratch_db(running_stack: Stack) -> Iterator[str]:
+    """A new empty database on the shared server (pgvector not yet enabled); its URL."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with running_stack.connect(autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield running_stack.settings.db.with_database(name)
+    with running_stack.connect(autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,74 @@
+"""Settings: defaults from the design document, .env, validation, and redaction of secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from studioops.config import Settings, get_settings, parse_database_url, parse_duration, redact_url
+from studioops.errors import ConfigError
+
+
+def test_defaults_follow_the_design_document(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "STUDIOOPS_HOME", "MINIO_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.db.user == "studioops" and s.db.password == "studioops123"
+    assert s.db.port == 5432 and s.db.dbname == "studioops"
+    assert s.minio_endpoint == "localhost:9000"
+    assert s.home == tmp_path / ".studioops"
+    assert s.studioops_env == "development"
+
+
+def test_dotenv_in_working_directory_is_read(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://app:s3cret@localhost:6000/appdb\nUNRELATED=1\n")
+    s = Settings()
+    assert (s.db.user, s.db.port, s.db.dbname) == ("app", 6000, "appdb")
+
+
+def test_secrets_are_redacted_when_shown():
+    s = Settings(
+        _env_file=None,
+        database_url="postgresql://u:hunter2-secret@db:5432/x",
+        minio_secret_key="minio-secret-value",
+        langfuse_secret_key="sk-lf-secret-value",
+    )
+    text = repr(s) + str(s) + str(s.shown()) + str(s.db)
+    for secret in ("hunter2-secret", "minio-secret-value", "sk-lf-secret-value"):
+        assert secret not in text
+    assert s.shown()["DATABASE_URL"] == "postgresql://u:***@db:5432/x"
+
+
+def test_redact_url_inside_any_text():
+    line = "failed: postgresql://user:p%40ss@host:1/db and s3://key:secret@bucket"
+    assert redact_url(line) == "failed: postgresql://user:***@host:1/db and s3://key:***@bucket"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://u:topsecret@h/db", "postgresql://u:topsecret@h:notaport/db", "postgresql://:topsecret@h/db"],
+)
+def test_bad_database_url_is_one_clear_error_without_the_password(url):
+    with pytest.raises(ConfigError) as info:
+        parse_database_url(url)
+    assert "topsecret" not in str(info.value)
+    assert "postgresql://USER:PASSWORD@HOST:PORT/DBNAME" in str(info.value)
+
+
+def test_get_settings_reports_a_bad_env_as_config_error(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:topsecret@h:99999/db")
+    with pytest.raises(ConfigError) as info:
+        get_settings()
+    assert "topsecret" not in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("15m", 900), ("1h", 3600), ("7d", 604800), ("2", 2)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration():
+    with pytest.raises(ConfigError, match="30s, 15m, 1h or 7d"):
+        parse_duration("soon")

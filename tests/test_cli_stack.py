@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -129,12 +130,9 @@ def test_logs_follow_prints_new_lines(running_stack):
     )
     try:
         time.sleep(1.0)
-        with psycopg.connect(running_stack.url, autocommit=True) as conn:
-            # A statement that fails is logged by PostgreSQL.
-            try:
-                conn.execute("SELECT no_such_column_for_follow_test")
-            except psycopg.Error:
-                pass
+        # A statement that fails is logged by PostgreSQL.
+        with psycopg.connect(running_stack.url, autocommit=True) as conn, contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT no_such_column_for_follow_test")
         time.sleep(1.0)
     finally:
         follower.send_signal(signal.SIGINT)

@@ -140,6 +140,16 @@ def _error_line(sql_text: str, exc: psycopg.Error) -> str:
     return ""
 
 
+def _leading_comment_lines(statement: str) -> int:
+    """How many blank or `--` comment lines open a statement (sqlparse keeps them with it)."""
+    count = 0
+    for line in statement.split("\n"):
+        if line.strip() and not line.strip().startswith("--"):
+            break
+        count += 1
+    return count
+
+
 def _pg_message(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag else None
@@ -167,7 +177,9 @@ class Migrator:
             )
         }
         if "checksum" not in columns:  # the design document's original table: upgraded by the next migrate
-            rows = conn.execute("SELECT filename, NULL, executed_at, NULL, true, NULL FROM migrations ORDER BY filename")
+            rows = conn.execute(
+                "SELECT filename, NULL, executed_at, NULL, true, NULL FROM migrations ORDER BY filename"
+            )
         else:
             rows = conn.execute(
                 "SELECT filename, checksum, executed_at, duration_ms, success, error FROM migrations "
@@ -293,7 +305,7 @@ class Migrator:
             try:
                 conn.execute(statement)
             except psycopg.Error as exc:
-                line = f.sql[: max(offset, 0)].count("\n") + 1
+                line = f.sql[: max(offset, 0)].count("\n") + 1 + _leading_comment_lines(statement)
                 message = f"{_pg_message(exc)} (statement at line {line})"
                 self._record(conn, f, int((time.perf_counter() - started) * 1000), False, message)
                 invalid = [

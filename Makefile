@@ -38,6 +38,7 @@ lint: $(BIN)/.installed-dev
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/stack.py
+	$(BIN)/python bench/storage.py
 
 # The design document's targets.
 dev-up: up

@@ -42,9 +42,19 @@ class Stack:
         url = self.settings.db.with_database(dbname) if dbname else self.url
         return psycopg.connect(url, **kwargs)
 
+    def storage(self):
+        from studioops.storage import Storage
+
+        return Storage.from_settings(self.settings)
+
+    @property
+    def s3_url(self) -> str:
+        return "http://" + self.env["MINIO_ENDPOINT"]
+
     def cli(self, *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 120):
         """Run `studioops ARGS` in a subprocess, exactly as a user would."""
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STUDIOOPS_", "MINIO_"))}
+        ours = ("DATABASE_", "STUDIOOPS_", "MINIO_", "STORAGE_", "LANGFUSE_")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
         full_env.update(self.env)
         full_env.update(env or {})
         return subprocess.run(
@@ -64,6 +74,9 @@ def make_stack(root: Path) -> Stack:
     env = {
         "STUDIOOPS_HOME": str(home),
         "DATABASE_URL": f"postgresql://studioops:{PASSWORD}@localhost:{free_port()}/studioops",
+        "MINIO_ENDPOINT": f"localhost:{free_port()}",
+        "MINIO_ACCESS_KEY": "test-access",
+        "MINIO_SECRET_KEY": "test-secret-key-1234",
     }
     return Stack(home, env)
 

@@ -23,17 +23,19 @@ def postmaster_pid(stack) -> int:
 def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
     first = fresh_stack.cli("up")
     assert first.returncode == 0, first.stderr
-    assert "started postgres" in first.stdout
+    assert "started postgres, s3" in first.stdout
     assert "001_initial_schema.sql" in first.stdout
     assert "test-password" not in first.stdout  # the URL is shown redacted
 
     second = fresh_stack.cli("up")
     assert second.returncode == 0
-    assert "already running: postgres" in second.stdout
+    assert "already running: postgres, s3" in second.stdout
 
     status = fresh_stack.cli("status", "--json")
     assert status.returncode == 0
-    (pg,) = json.loads(status.stdout)["services"]
+    pg, s3 = json.loads(status.stdout)["services"]
+    assert s3["name"] == "s3" and s3["state"] == "running"
+    assert s3["address"] == "127.0.0.1:" + fresh_stack.env["MINIO_ENDPOINT"].split(":")[1]
     assert pg["state"] == "running"
     assert pg["versions"]["postgresql"].startswith("18.")
     assert pg["versions"]["pgvector"].startswith("0.8")
@@ -44,11 +46,11 @@ def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
         assert conn.execute("SELECT count(*) FROM projects").fetchone()[0] == 0
 
     down = fresh_stack.cli("down")
-    assert down.returncode == 0 and "stopped postgres" in down.stdout
+    assert down.returncode == 0 and "stopped postgres, s3" in down.stdout
     again = fresh_stack.cli("down")
     assert again.returncode == 0 and "already stopped" in again.stdout
-    stopped = json.loads(fresh_stack.cli("status", "--json").stdout)["services"][0]
-    assert stopped["state"] == "stopped" and stopped["pid"] is None
+    for stopped in json.loads(fresh_stack.cli("status", "--json").stdout)["services"]:
+        assert stopped["state"] == "stopped" and stopped["pid"] is None
 
 
 def test_listens_on_loopback_only(running_stack):

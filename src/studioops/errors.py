@@ -44,3 +44,23 @@ class MigrationLockTimeoutError(MigrationError):
 
 class ConfirmationRequiredError(StudioOpsError):
     """A destructive operation needs an explicit yes."""
+
+
+class StorageError(StudioOpsError):
+    """The S3 endpoint refused or failed a request."""
+
+
+class StorageUnavailableError(StorageError):
+    """The S3 endpoint cannot be reached."""
+
+
+class StorageAuthError(StorageError):
+    """The S3 endpoint refused our credentials."""
+
+
+class ObjectNotFoundError(StorageError):
+    """No such bucket or key."""
+
+
+class InvalidKeyError(StorageError):
+    """An object key that could escape its prefix or break a client; refused before any request."""

@@ -12,11 +12,12 @@ import typer
 
 from studioops.cli import db as db_commands
 from studioops.cli import stack as stack_commands
+from studioops.cli import storage as storage_commands
 from studioops.cli.output import fail
 
 app = typer.Typer(
     name="studioops",
-    help="StudioOps infra: embedded PostgreSQL + pgvector, migrations, seed data and operations.",
+    help="StudioOps infra: embedded PostgreSQL + pgvector and S3, migrations, seed data and operations.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -28,13 +29,14 @@ app = typer.Typer(
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks (for bug reports).", envvar="STUDIOOPS_DEBUG"),
 ) -> None:
-    """StudioOps infra: embedded PostgreSQL + pgvector, migrations, seed data and operations."""
+    """StudioOps infra: embedded PostgreSQL + pgvector and S3, migrations, seed data and operations."""
     if debug:
         os.environ["STUDIOOPS_DEBUG"] = "1"
 
 
 stack_commands.register(app)
 app.add_typer(db_commands.app, name="db")
+app.add_typer(storage_commands.app, name="storage")
 
 
 def main() -> None:

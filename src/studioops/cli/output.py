@@ -23,7 +23,10 @@ def emit_json(data: Any) -> None:
 def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # Piped output is read by people in logs and CI too: do not squeeze tables into 80 columns.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

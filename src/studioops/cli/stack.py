@@ -42,6 +42,8 @@ def up(
         out.print(f"already running: {', '.join(result.already_running)}")
     elif result.started:
         out.print(f"started {', '.join(result.started)} in {result.seconds:.2f}s")
+    if result.buckets_created:
+        out.print(f"created buckets and folders: {', '.join(result.buckets_created)}")
     if result.migrations_applied:
         out.print(f"applied {len(result.migrations_applied)} migration(s): {', '.join(result.migrations_applied)}")
     _render_services(result.services)
@@ -70,7 +72,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
 
 
 def logs(
-    service: str = typer.Argument("postgres", help="postgres"),
+    service: str = typer.Argument("postgres", help="postgres or s3"),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", help="How many of the last lines to show first."),
 ) -> None:

@@ -16,9 +16,21 @@ from studioops.stack.service import ServiceState
 
 def _services(settings: Settings) -> list:
     from studioops.stack.postgres import EmbeddedPostgres, ExternalPostgres
+    from studioops.stack.seaweed import EmbeddedS3, ExternalS3
 
     postgres = EmbeddedPostgres(settings) if settings.db.is_local else ExternalPostgres(settings)
-    return [postgres]
+    s3 = EmbeddedS3(settings)
+    return [postgres, s3 if s3.is_local else ExternalS3(settings)]
+
+
+def _each(services: list, action) -> list:
+    """Run `action(service)` for every service concurrently (cold start and stop are I/O-bound waits);
+    the first failure is raised after all have finished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        futures = [pool.submit(action, s) for s in services]
+    return [f.result() for f in futures]
 
 
 @dataclass
@@ -27,6 +39,7 @@ class UpResult:
     started: list[str] = field(default_factory=list)
     already_running: list[str] = field(default_factory=list)
     migrations_applied: list[str] = field(default_factory=list)
+    buckets_created: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -36,6 +49,7 @@ class UpResult:
             "started": self.started,
             "already_running": self.already_running,
             "migrations_applied": self.migrations_applied,
+            "buckets_created": self.buckets_created,
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
@@ -44,16 +58,18 @@ class UpResult:
 def up(settings: Settings, timeout: float = 30.0) -> UpResult:
     """Start what is not running, migrate the database, and report what runs where."""
     from studioops.db.migrate import Migrator
+    from studioops.storage import Storage
+    from studioops.storage.policy import parse_public_buckets
 
     began = time.perf_counter()
     result = UpResult(services=[])
-    for service in _services(settings):
-        if service.start(timeout=timeout):
-            result.started.append(service.name)
-        else:
-            result.already_running.append(service.name)
-        result.notes.extend(getattr(service, "notes", []))
+    services = _services(settings)
+    for service, started in zip(services, _each(services, lambda s: s.start(timeout=timeout)), strict=True):
+        (result.started if started else result.already_running).append(service.name)
+        result.notes.extend(service.notes)
     result.migrations_applied = Migrator(settings.db, settings.studioops_migrations_dir).migrate()
+    created = Storage.from_settings(settings).init_layout(parse_public_buckets(settings.storage_public_buckets))
+    result.buckets_created = sorted(created)
     result.services = status(settings)
     result.seconds = time.perf_counter() - began
     return result
@@ -61,7 +77,9 @@ def up(settings: Settings, timeout: float = 30.0) -> UpResult:
 
 def down(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Stop every running embedded service; returns the names of those that were running."""
-    return [s.name for s in reversed(_services(settings)) if s.stop(timeout=timeout)]
+    services = _services(settings)
+    stopped = _each(services, lambda s: s.stop(timeout=timeout))
+    return [s.name for s, was_running in zip(services, stopped, strict=True) if was_running]
 
 
 def status(settings: Settings) -> list[ServiceState]:

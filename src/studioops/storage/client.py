@@ -1,0 +1,300 @@
+"""One S3 interface over boto3, for the embedded SeaweedFS and any other endpoint (MinIO, AWS S3, R2).
+
+Path-style addressing; streamed transfers with multipart above a threshold, so a large file never sits in memory;
+errors become one clear line without the secret key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from studioops.config import Settings
+from studioops.errors import (
+    ObjectNotFoundError,
+    StorageAuthError,
+    StorageError,
+    StorageUnavailableError,
+)
+from studioops.storage.keys import validate_bucket, validate_key
+from studioops.storage.layout import LAYOUT
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: str
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class BucketUsage:
+    bucket: str
+    objects: int
+    bytes: int
+
+
+def endpoint_url(settings: Settings) -> str:
+    endpoint = settings.minio_endpoint
+    if "://" in endpoint:
+        return endpoint
+    return ("https://" if settings.minio_secure else "http://") + endpoint
+
+
+class Storage:
+    """The S3 operations StudioOps needs. Build with `Storage.from_settings(get_settings())`."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1",
+                 timeout: float = 10.0) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.endpoint = endpoint
+        self.access_key = access_key
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name=region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                connect_timeout=timeout,
+                read_timeout=max(timeout, 60),
+                retries={"max_attempts": 3, "mode": "standard"},
+                # Plain payload signing: aws-chunked trailing checksums are not spoken by every S3 server.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                max_pool_connections=16,
+            ),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, timeout: float = 10.0) -> Storage:
+        return cls(endpoint_url(settings), settings.minio_access_key, settings.minio_secret_key.get_secret_value(),
+                   settings.minio_region, timeout)
+
+    # -- errors -------------------------------------------------------------------------------------------
+    def _explain(self, exc: Exception, what: str) -> StorageError:
+        from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
+        if isinstance(exc, EndpointConnectionError | ReadTimeoutError) or "Could not connect" in str(exc):
+            return StorageUnavailableError(
+                f"cannot reach the S3 endpoint {self.endpoint} ({what}). Start it with `studioops up`, "
+                "or check MINIO_ENDPOINT"
+            )
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed",
+                        "InvalidSignature"} or (status == 403 and code in {"403", "AccessDenied"}):
+                return StorageAuthError(
+                    f"the S3 endpoint {self.endpoint} refused the credentials of access key '{self.access_key}' "
+                    f"({code or status}) while trying to {what}. Check MINIO_ACCESS_KEY and MINIO_SECRET_KEY"
+                )
+            if code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}:
+                return ObjectNotFoundError(
+                    f"{what}: not found ({code}). Check the bucket and key (`studioops storage ls`)"
+                )
+            message = exc.response.get("Error", {}).get("Message", "")
+            return StorageError(f"S3 refused to {what}: {code} {message}".rstrip() + ". Check the request")
+        return StorageError(f"S3 request failed ({what}): {exc}")
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._explain(exc, what) from None
+
+    # -- buckets ------------------------------------------------------------------------------------------
+    def list_buckets(self) -> list[str]:
+        return [b["Name"] for b in self._call("list buckets", self.client.list_buckets).get("Buckets", [])]
+
+    def ensure_bucket(self, bucket: str) -> bool:
+        """Create `bucket` if missing; True when it was created."""
+        from botocore.exceptions import ClientError
+
+        validate_bucket(bucket)
+        try:
+            self.client.head_bucket(Bucket=bucket)
+            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+                raise self._explain(exc, f"check bucket {bucket}") from None
+        self._call(f"create bucket {bucket}", lambda: self.client.create_bucket(Bucket=bucket))
+        return True
+
+    def head_bucket(self, bucket: str) -> None:
+        self._call(f"head bucket {bucket}", lambda: self.client.head_bucket(Bucket=bucket))
+
+    def init_layout(self, public_buckets: list[str] | None = None) -> dict[str, list[str]]:
+        """Create the document's buckets and folders and apply the access policies; returns what was created."""
+        from studioops.storage.policy import apply_policies
+
+        created: dict[str, list[str]] = {}
+        for bucket, prefixes in LAYOUT.items():
+            made = ["(bucket)"] if self.ensure_bucket(bucket) else []
+            for prefix in prefixes:
+                if self._head_or_none(bucket, prefix) is None:
+                    self._call(f"create {bucket}/{prefix}",
+                               lambda b=bucket, p=prefix: self.client.put_object(Bucket=b, Key=p, Body=b""))
+                    made.append(prefix)
+            if made:
+                created[bucket] = made
+        for bucket in public_buckets or []:
+            if bucket not in LAYOUT and self.ensure_bucket(bucket):
+                created[bucket] = ["(bucket)"]
+        apply_policies(self, public_buckets or [])
+        return created
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the endpoint answers a signed request; bounded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.list_buckets()
+                return
+            except StorageUnavailableError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    # -- objects ------------------------------------------------------------------------------------------
+    def _transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK,
+                              max_concurrency=4, use_threads=True)
+
+    def put_file(self, path: Path, bucket: str, key: str, progress: Callable[[int], None] | None = None,
+                 content_type: str | None = None) -> ObjectInfo:
+        """Upload a file, streamed (multipart above 64 MB)."""
+        validate_bucket(bucket)
+        validate_key(key)
+        extra = {"ContentType": content_type} if content_type else None
+        self._call(f"put {bucket}/{key}", lambda: self.client.upload_file(
+            str(path), bucket, key, ExtraArgs=extra, Callback=progress, Config=self._transfer_config()))
+        return self.head(bucket, key)
+
+    def put_stream(self, stream: IO[bytes], bucket: str, key: str,
+                   progress: Callable[[int], None] | None = None) -> None:
+        """Upload from a readable binary stream of unknown length (multipart, chunk by chunk)."""
+        validate_bucket(bucket)
+        validate_key(key)
+        self._call(f"put {bucket}/{key}", lambda: self.client.upload_fileobj(
+            stream, bucket, key, Callback=progress, Config=self._transfer_config()))
+
+    def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
+        validate_bucket(bucket)
+        validate_key(key)
+        self._call(f"put {bucket}/{key}", lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data))
+
+    def get_file(self, bucket: str, key: str, path: Path, progress: Callable[[int], None] | None = None) -> None:
+        """Download to `path`, streamed; written to a temporary name first so a failure leaves no partial file."""
+        validate_bucket(bucket)
+        validate_key(key)
+        tmp = path.with_name(f".{path.name}.part")
+        try:
+            self._call(f"get {bucket}/{key}", lambda: self.client.download_file(
+                bucket, key, str(tmp), Callback=progress, Config=self._transfer_config()))
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_stream(self, bucket: str, key: str, out: IO[bytes],
+                   progress: Callable[[int], None] | None = None) -> None:
+        validate_bucket(bucket)
+        validate_key(key)
+        self._call(f"get {bucket}/{key}", lambda: self.client.download_fileobj(
+            bucket, key, out, Callback=progress, Config=self._transfer_config()))
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        validate_bucket(bucket)
+        validate_key(key)
+        return self._call(f"get {bucket}/{key}",
+                          lambda: self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def _head_or_none(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            return self.head(bucket, key)
+        except ObjectNotFoundError:
+            return None
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        validate_bucket(bucket)
+        validate_key(key)
+        r = self._call(f"head {bucket}/{key}", lambda: self.client.head_object(Bucket=bucket, Key=key))
+        return ObjectInfo(key, r["ContentLength"], r["ETag"].strip('"'), r["LastModified"].isoformat(),
+                          r.get("ContentType"))
+
+    def delete(self, bucket: str, key: str) -> None:
+        validate_bucket(bucket)
+        validate_key(key)
+        self._call(f"delete {bucket}/{key}", lambda: self.client.delete_object(Bucket=bucket, Key=key))
+
+    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+        for b, k in ((src_bucket, src_key), (dst_bucket, dst_key)):
+            validate_bucket(b)
+            validate_key(k)
+        self._call(f"copy {src_bucket}/{src_key} to {dst_bucket}/{dst_key}", lambda: self.client.copy(
+            {"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key, Config=self._transfer_config()))
+
+    def iter_objects(self, bucket: str, prefix: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
+        """Every object under `prefix`, following continuation tokens page by page."""
+        validate_bucket(bucket)
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], item["Size"], item.get("ETag", "").strip('"'),
+                                     item["LastModified"].isoformat())
+        except Exception as exc:  # botocore raises while iterating pages
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            if isinstance(exc, ClientError | BotoCoreError):
+                raise self._explain(exc, f"list {bucket}/{prefix}") from None
+            raise
+
+    def usage(self, buckets: list[str] | None = None) -> list[BucketUsage]:
+        """Objects and bytes per bucket."""
+        result = []
+        for bucket in buckets if buckets is not None else self.list_buckets():
+            count = size = 0
+            for obj in self.iter_objects(bucket):
+                count += 1
+                size += obj.size
+            result.append(BucketUsage(bucket, count, size))
+        return result
+
+    def presign(self, bucket: str, key: str, expires: int = 3600, put: bool = False) -> str:
+        """A URL anyone can GET (or PUT, with put=True) until it expires, without credentials."""
+        validate_bucket(bucket)
+        validate_key(key)
+        if not 1 <= expires <= 7 * 86400:
+            raise StorageError(f"expiry {expires}s is out of range. S3 allows 1s to 7d")
+        method = "put_object" if put else "get_object"
+        return self.client.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+
+    # -- policies -------------------------------------------------------------------------------------------
+    def get_policy(self, bucket: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return json.loads(self.client.get_bucket_policy(Bucket=bucket)["Policy"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchBucketPolicy", "NoSuchPolicy", "404"}:
+                return None
+            raise self._explain(exc, f"read the policy of {bucket}") from None

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SO     := $(BIN)/studioops
 
-.PHONY: up down status test lint bench install dev-up dev-down db-migrate db-seed logs clean-venv
+.PHONY: up down status test lint bench install dev-up dev-down db-migrate db-seed logs api health clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,7 @@ lint: $(BIN)/.installed-dev
 bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/stack.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/api_load.py
 
 # The design document's targets.
 dev-up: up
@@ -49,6 +50,10 @@ db-seed: $(BIN)/.installed
 	$(SO) db seed
 logs: $(BIN)/.installed
 	$(SO) logs -f
+api: $(BIN)/.installed
+	$(SO) api --reload
+health: $(BIN)/.installed
+	$(SO) health
 
 clean-venv:
 	rm -rf $(VENV)

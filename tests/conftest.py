@@ -18,7 +18,7 @@ import pytest
 
 from studioops import stack
 from studioops.config import Settings, reset_settings
-from studioops.stack.process import free_port
+from studioops.stack.process import free_port, wait_until
 
 PASSWORD = "test-password-1234"
 
@@ -79,6 +79,46 @@ def make_stack(root: Path) -> Stack:
         "MINIO_SECRET_KEY": "test-secret-key-1234",
     }
     return Stack(home, env)
+
+
+class ApiServer:
+    """`studioops api` in a subprocess, as an operator runs it."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STUDIOOPS_", "MINIO_"))}
+        self.log = stack.home / f"api-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "studioops", "api", "--port", str(self.port)],
+                env={**env, **stack.env}, stdout=log, stderr=subprocess.STDOUT,
+            )
+        import httpx
+
+        def up() -> bool:
+            try:
+                return httpx.get(self.url + "/livez", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        if not wait_until(up, 30, interval=0.1):
+            self.stop()
+            raise RuntimeError("the API did not start:\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def api_server(running_stack: Stack) -> Iterator[ApiServer]:
+    server = ApiServer(running_stack)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import sys
 import typer
 
 from studioops.cli import db as db_commands
+from studioops.cli import ops as ops_commands
 from studioops.cli import stack as stack_commands
 from studioops.cli import storage as storage_commands
 from studioops.cli.output import fail
@@ -35,6 +36,7 @@ def _root(
 
 
 stack_commands.register(app)
+ops_commands.register(app)
 app.add_typer(db_commands.app, name="db")
 app.add_typer(storage_commands.app, name="storage")
 

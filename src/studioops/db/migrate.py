@@ -202,10 +202,13 @@ class Migrator:
         status.missing = [m.filename for m in applied if m.filename not in on_disk]
         return status
 
-    def status(self) -> MigrationStatus:
+    def status(self, conn: psycopg.Connection | None = None) -> MigrationStatus:
+        """Applied, pending, drifted, failed and missing files (on `conn` when given, e.g. from a pool)."""
         files = discover(self.directory)
-        with connect(self.db, autocommit=True) as conn:
+        if conn is not None:
             return self._compare(files, self._applied(conn))
+        with connect(self.db, autocommit=True) as own:
+            return self._compare(files, self._applied(own))
 
     # -- the lock -------------------------------------------------------------------------------------------
     def _acquire_lock(self, lock_conn: psycopg.Connection) -> None:

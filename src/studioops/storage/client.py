@@ -7,6 +7,7 @@ errors become one clear line without the secret key.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from studioops.errors import (
 from studioops.storage.keys import validate_bucket, validate_key
 from studioops.storage.layout import LAYOUT
 
+_CACHE: dict[tuple, Storage] = {}
+_CACHE_LOCK = threading.Lock()
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
 
@@ -81,8 +84,14 @@ class Storage:
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout: float = 10.0) -> Storage:
-        return cls(endpoint_url(settings), settings.minio_access_key, settings.minio_secret_key.get_secret_value(),
-                   settings.minio_region, timeout)
+        """A shared client per endpoint and credentials: building one loads botocore's models (~100 ms),
+        and boto3 clients are thread-safe."""
+        key = (endpoint_url(settings), settings.minio_access_key, settings.minio_secret_key.get_secret_value(),
+               settings.minio_region, timeout)
+        with _CACHE_LOCK:
+            if key not in _CACHE:
+                _CACHE[key] = cls(*key)
+            return _CACHE[key]
 
     # -- errors -------------------------------------------------------------------------------------------
     def _explain(self, exc: Exception, what: str) -> StorageError:

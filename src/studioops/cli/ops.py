@@ -1,0 +1,81 @@
+"""`studioops health | metrics | api`: how the platform is doing, and the HTTP service that tells monitoring."""
+
+from __future__ import annotations
+
+import typer
+
+from studioops.cli.output import console, emit_json, settings, table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("health")(health)
+    app.command("metrics")(metrics)
+    app.command("api")(api)
+
+
+def health(
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    timeout: str = typer.Option("2s", "--timeout", help="Per-check timeout."),
+) -> None:
+    """Check the database, storage and observability; exit 0 healthy, 1 degraded, 2 unhealthy."""
+    from studioops.config import parse_duration
+    from studioops.health import EXIT_CODES, check_infrastructure_health
+
+    result = check_infrastructure_health(settings(), timeout=parse_duration(timeout))
+    if as_json:
+        emit_json(result)
+    else:
+        rows = [[name, c["service"], c["status"], f"{c['latency_ms']:.1f}", c.get("error", "")]
+                for name, c in result.items() if isinstance(c, dict)]
+        table(None, ["check", "service", "status", "ms", "error"], rows)
+        console().print(f"overall: {result['overall']}")
+    raise typer.Exit(EXIT_CODES[result["overall"]])
+
+
+def metrics(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Database, storage, disk and trace metrics (transactions per second over a 0.5 s window)."""
+    from studioops.metrics import get_infrastructure_metrics
+
+    data = get_infrastructure_metrics(settings())
+    if as_json:
+        emit_json(data)
+        return
+    db, storage, obs = data["database"], data["storage"], data["observability"]
+    rows = []
+    if "error" in db:
+        rows.append(["database", "error", db["error"]])
+    else:
+        by_state = ", ".join(f"{k} {v}" for k, v in sorted(db["connections"]["by_state"].items()))
+        rows += [["database", "connections", f"{db['connections']['total']} ({by_state})"],
+                 ["database", "size", f"{db['size']:,} bytes"],
+                 ["database", "transactions/s", db["queries_per_second"]],
+                 ["database", "cache hit ratio", db["cache_hit_ratio"]]]
+    for bucket in storage.get("minio_usage") or []:
+        rows.append(["storage", bucket["bucket"], f"{bucket['objects']} objects, {bucket['bytes']:,} bytes"])
+    if storage.get("error"):
+        rows.append(["storage", "error", storage["error"]])
+    disk = storage["disk_space"]
+    rows.append(["disk", disk["path"], f"{disk['free_bytes']:,} free of {disk['total_bytes']:,} bytes"])
+    rows.append(["observability", "traces", obs["traces_count"] if obs["traces_count"] is not None
+                 else f"unavailable ({obs.get('reason', '')})"])
+    rows.append(["observability", "error rate", obs["error_rate"] if obs["error_rate"] is not None
+                 else "unavailable"])
+    table(None, ["area", "metric", "value"], rows)
+
+
+def api(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    reload: bool = typer.Option(False, "--reload", help="Restart on code changes (development)."),
+) -> None:
+    """Serve the HTTP API (health, readiness, metrics) with uvicorn."""
+    import uvicorn
+
+    from studioops.errors import PortInUseError
+    from studioops.stack.process import port_is_free
+
+    settings()  # a bad setting fails here, in one line, not inside uvicorn
+    if not port_is_free(port, host if host not in {"0.0.0.0", "::"} else "127.0.0.1"):
+        raise PortInUseError(f"port {port} on {host} is already in use. Pick another with --port")
+    uvicorn.run("studioops.api.main:app", host=host, port=port, reload=reload, log_level="info",
+                access_log=False)

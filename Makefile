@@ -40,6 +40,7 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/stack.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/api_load.py
+	$(BIN)/python bench/tracing.py
 
 # The design document's targets.
 dev-up: up

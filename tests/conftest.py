@@ -21,6 +21,8 @@ from studioops.config import Settings, reset_settings
 from studioops.stack.process import free_port, wait_until
 
 PASSWORD = "test-password-1234"
+# The newest migration shipped with the package: what a fully migrated database reports as its head.
+LATEST_MIGRATION = max(p.name for p in (Path(__file__).parent.parent / "src/studioops/db/migrations").glob("*.sql"))
 
 
 @dataclass

@@ -16,7 +16,7 @@ from studioops.config import Settings
 from studioops.stack.postgres import EmbeddedPostgres
 from studioops.stack.process import wait_until
 from studioops.stack.seaweed import EmbeddedS3
-from tests.conftest import ApiServer
+from tests.conftest import LATEST_MIGRATION, ApiServer
 
 # The schema needs no running services: FastAPI builds it from the routes.
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None)).openapi())
@@ -42,7 +42,7 @@ def test_healthy_stack(api_server):
         assert {"status", "service", "latency_ms", "details"} <= set(body[check])
     assert httpx.get(api_server.url + "/livez").json() == {"status": "ok"}
     ready = httpx.get(api_server.url + "/readyz")
-    assert ready.status_code == 200 and ready.json()["migration_head"] == "001_initial_schema.sql"
+    assert ready.status_code == 200 and ready.json()["migration_head"] == LATEST_MIGRATION
 
 
 def test_metrics_parse_and_match_what_is_there(api_server, running_stack):
@@ -63,8 +63,9 @@ def test_metrics_parse_and_match_what_is_there(api_server, running_stack):
     assert any(name == "studioops_http_requests_total" and dict(labels).get("route") == "/health"
                for name, labels in values)
     assert any(name == "studioops_http_request_duration_seconds_bucket" for name, _ in values)
-    # Trace figures are unavailable until the trace store exists: absent, not zero.
-    assert not any(name.startswith("studioops_trace") for name, _ in values)
+    with psycopg.connect(running_stack.url) as conn:
+        traces = conn.execute("SELECT count(*) FROM llm_traces").fetchone()[0]
+    assert values[("studioops_traces", ())] == traces
 
 
 def test_bucket_figures_match_what_the_test_put_there(fresh_stack):
@@ -81,7 +82,8 @@ def test_bucket_figures_match_what_the_test_put_there(fresh_stack):
         doc = httpx.get(server.url + "/metrics.json").json()
         generated = next(b for b in doc["storage"]["minio_usage"] if b["bucket"] == "generated")
         assert generated == {"bucket": "generated", "objects": len(sizes) + 2, "bytes": sum(sizes)}
-        assert doc["observability"]["traces_count"] is None and doc["observability"]["status"] == "unavailable"
+        # No trace yet: a count of zero, and an error rate that is unavailable rather than a made-up 0.
+        assert doc["observability"]["traces_count"] == 0 and doc["observability"]["error_rate"] is None
     finally:
         server.stop()
 

@@ -14,6 +14,7 @@ import time
 import psycopg
 
 from studioops.stack.process import is_alive, wait_until
+from tests.conftest import LATEST_MIGRATION
 
 
 def postmaster_pid(stack) -> int:
@@ -24,7 +25,7 @@ def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
     first = fresh_stack.cli("up")
     assert first.returncode == 0, first.stderr
     assert "started postgres, s3" in first.stdout
-    assert "001_initial_schema.sql" in first.stdout
+    assert "001_initial_schema.sql" in first.stdout and LATEST_MIGRATION in first.stdout
     assert "test-password" not in first.stdout  # the URL is shown redacted
 
     second = fresh_stack.cli("up")
@@ -39,7 +40,7 @@ def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
     assert pg["state"] == "running"
     assert pg["versions"]["postgresql"].startswith("18.")
     assert pg["versions"]["pgvector"].startswith("0.8")
-    assert pg["details"]["migration_head"] == "001_initial_schema.sql"
+    assert pg["details"]["migration_head"] == LATEST_MIGRATION
     assert pg["address"].startswith("127.0.0.1:")
 
     with psycopg.connect(fresh_stack.url) as conn:

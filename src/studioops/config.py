@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     langfuse_public_key: str = ""
     langfuse_secret_key: SecretStr = SecretStr("")
     langfuse_host: str = "http://localhost:3100"
+    observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
+    observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
 
     @field_validator("database_url")
     @classmethod

@@ -71,22 +71,42 @@ def langfuse_enabled(settings: Settings) -> bool:
     return bool(settings.langfuse_public_key and settings.langfuse_secret_key.get_secret_value())
 
 
-def check_observability(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """Langfuse's public health endpoint when keys are configured; `disabled` otherwise."""
+def _local_traces(settings: Settings, pool, timeout: float) -> dict[str, Any]:
+    """Trace count and error rate from the local store, for the observability check's details."""
+    from studioops.db.connect import connect
+    from studioops.observability.store import trace_stats
+
+    try:
+        if pool is not None:
+            with pool.connection(timeout=timeout) as conn:
+                stats = trace_stats(conn)
+        else:
+            with connect(settings.db, autocommit=True, timeout=timeout) as conn:
+                stats = trace_stats(conn)
+    except Exception:
+        return {}
+    return {"traces_count": stats["traces_count"], "error_rate": stats["error_rate"]}
+
+
+def check_observability(settings: Settings, timeout: float = DEFAULT_TIMEOUT, pool=None) -> dict[str, Any]:
+    """Langfuse's public health endpoint when keys are configured; `disabled` otherwise. The details carry the
+    local trace store's count and error rate either way."""
+    local = _local_traces(settings, pool, timeout)
     started = time.perf_counter()
     if not langfuse_enabled(settings):
-        return _result("langfuse", DISABLED, started, {"reason": "LANGFUSE_PUBLIC_KEY/SECRET_KEY not set"})
+        return _result("langfuse", DISABLED, started,
+                       {"reason": "LANGFUSE_PUBLIC_KEY/SECRET_KEY not set", **local})
     import httpx
 
     url = settings.langfuse_host.rstrip("/") + "/api/public/health"
     try:
         response = httpx.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
-        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host}, _one_line(exc))
+        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local}, _one_line(exc))
     if response.status_code != 200:
-        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host},
+        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local},
                        f"HTTP {response.status_code} from {url}")
-    return _result("langfuse", HEALTHY, started, {"host": settings.langfuse_host})
+    return _result("langfuse", HEALTHY, started, {"host": settings.langfuse_host, **local})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -108,7 +128,7 @@ def check_infrastructure_health(settings: Settings, pool=None, timeout: float = 
     checks: dict[str, Callable[[], dict]] = {
         "database": lambda: check_database(settings, pool, timeout),
         "storage": lambda: check_storage(settings, timeout),
-        "observability": lambda: check_observability(settings, timeout),
+        "observability": lambda: check_observability(settings, timeout, pool),
     }
     services = {"database": "postgresql", "storage": "s3", "observability": "langfuse"}
     failing = {"database": UNHEALTHY, "storage": DEGRADED, "observability": DEGRADED}

@@ -91,9 +91,25 @@ def disk_metrics(settings: Settings) -> dict:
 
 
 def observability_metrics(settings: Settings, pool=None) -> dict:
-    """Trace count and error rate; unavailable until a trace store exists."""
-    return {"traces_count": None, "error_rate": None, "status": "unavailable",
-            "reason": "no trace store yet"}
+    """Trace count and error rate from the local trace store, plus Langfuse's own count when it is configured."""
+    from studioops.db.connect import connect
+    from studioops.health import langfuse_enabled
+    from studioops.observability.store import langfuse_trace_count, trace_stats
+
+    try:
+        if pool is not None:
+            with pool.connection(timeout=2) as conn:
+                out = trace_stats(conn)
+        else:
+            with connect(settings.db, autocommit=True, timeout=2) as conn:
+                out = trace_stats(conn)
+    except Exception as exc:
+        out = {"traces_count": None, "error_rate": None, "status": "unavailable",
+               "reason": " ".join(str(exc).split())[:200]}
+    if langfuse_enabled(settings):
+        out["langfuse_traces_count"] = langfuse_trace_count(
+            settings.langfuse_host, settings.langfuse_public_key, settings.langfuse_secret_key.get_secret_value())
+    return out
 
 
 def get_infrastructure_metrics(settings: Settings, sampler: TpsSampler | None = None, pool=None) -> dict[str, Any]:
@@ -177,6 +193,9 @@ class InfrastructureCollector:
         obs = data["observability"]
         if obs.get("traces_count") is not None:
             yield GaugeMetricFamily("studioops_traces", "LLM traces recorded.", value=obs["traces_count"])
+        if obs.get("langfuse_traces_count") is not None:
+            yield GaugeMetricFamily("studioops_langfuse_traces", "Traces Langfuse reports holding.",
+                                    value=obs["langfuse_traces_count"])
         if obs.get("error_rate") is not None:
             yield GaugeMetricFamily("studioops_trace_error_ratio", "Share of LLM traces that ended in an error.",
                                     value=obs["error_rate"])

@@ -11,6 +11,7 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.command("metrics")(metrics)
     app.command("api")(api)
+    app.command("traces")(traces)
 
 
 def health(
@@ -58,6 +59,8 @@ def metrics(as_json: bool = typer.Option(False, "--json", help="Print the result
     rows.append(["disk", disk["path"], f"{disk['free_bytes']:,} free of {disk['total_bytes']:,} bytes"])
     rows.append(["observability", "traces", obs["traces_count"] if obs["traces_count"] is not None
                  else f"unavailable ({obs.get('reason', '')})"])
+    if "langfuse_traces_count" in obs:
+        rows.append(["observability", "traces in Langfuse", obs["langfuse_traces_count"]])
     rows.append(["observability", "error rate", obs["error_rate"] if obs["error_rate"] is not None
                  else "unavailable"])
     table(None, ["area", "metric", "value"], rows)
@@ -79,3 +82,22 @@ def api(
         raise PortInUseError(f"port {port} on {host} is already in use. Pick another with --port")
     uvicorn.run("studioops.api.main:app", host=host, port=port, reload=reload, log_level="info",
                 access_log=False)
+
+
+def traces(
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=10000, help="How many of the newest traces."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """List recent LLM traces from the local trace store."""
+    from studioops.observability.store import recent_traces
+
+    rows = recent_traces(settings().db, limit)
+    if as_json:
+        emit_json({"traces": rows})
+        return
+    table(None, ["started", "trace id", "model", "status", "tokens in/out", "ms", "input"], [
+        [r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), r["trace_id"], r["model"], r["status"],
+         f"{r['input_tokens']}/{r['output_tokens']}" + (" est." if r["usage_source"] == "estimate" else ""),
+         f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else "", (r["input"] or "")[:40]]
+        for r in rows
+    ])

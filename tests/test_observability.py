@@ -1,0 +1,219 @@
+"""LLM tracing: the real Langfuse SDK against a local OTLP receiver, and the local Postgres trace store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from studioops.config import Settings
+from studioops.observability import ObservabilityService, TraceRecord, langfuse_trace_id
+from studioops.observability.tokens import count_tokens
+from studioops.stack.process import free_port, wait_until
+from tests.support.otlp_receiver import OtlpReceiver
+
+
+@pytest.fixture
+def receiver():
+    r = OtlpReceiver()
+    yield r
+    r.close()
+
+
+def settings_for(stack=None, **overrides) -> Settings:
+    base = stack.settings.model_dump() if stack else {}
+    # A fresh public key per service: the SDK shares its exporter between clients with the same key.
+    base.update({"langfuse_public_key": "", "langfuse_secret_key": ""})
+    base.update(overrides)
+    return Settings(_env_file=None, **base)
+
+
+def lf(url: str, **overrides) -> dict:
+    return {"langfuse_public_key": f"pk-lf-{uuid.uuid4().hex[:8]}", "langfuse_secret_key": "sk-lf-test-secret",
+            "langfuse_host": url, **overrides}
+
+
+def rows_for(stack, trace_ids: list[str]) -> dict[str, tuple]:
+    with psycopg.connect(stack.url) as conn:
+        rows = conn.execute(
+            "SELECT trace_id, langfuse_trace_id, model, input, output, input_tokens, output_tokens, usage_source, "
+            "status, error, latency_ms, metadata FROM llm_traces WHERE trace_id = ANY(%s)", (trace_ids,)
+        ).fetchall()
+    return {r[0]: r for r in rows}
+
+
+def test_langfuse_sdk_sends_model_usage_input_output_and_trace_id(receiver):
+    settings = settings_for(**lf(receiver.url), observability_local_store=False)
+    service = ObservabilityService(settings)
+    assert service.enabled
+    hex_id = uuid.uuid4().hex
+    service.trace_llm_call("chat-42/turn-1", "What is the budget?", "96,950 USD", "gpt-4o-mini",
+                           input_tokens=17, output_tokens=5, metadata={"project": "summer"})
+    service.trace_llm_call(hex_id, "hi", "hello", "claude-sonnet", input_tokens=1, output_tokens=1)
+    assert service.flush(15)
+    service.shutdown()
+
+    assert receiver.requests and all(r["path"] == "/api/public/otel/v1/traces" for r in receiver.requests)
+    assert receiver.requests[0]["auth"] == f"{settings.langfuse_public_key}:sk-lf-test-secret"
+    assert receiver.requests[0]["content_type"] == "application/x-protobuf"
+    by_trace = {s["trace_id"]: s for s in receiver.spans}
+    first = by_trace[langfuse_trace_id("chat-42/turn-1")]
+    attrs = first["attributes"]
+    assert attrs["langfuse.observation.type"] == "generation"
+    assert attrs["langfuse.observation.model.name"] == "gpt-4o-mini"
+    assert json.loads(attrs["langfuse.observation.usage_details"]) == {"input": 17, "output": 5}
+    assert attrs["langfuse.observation.input"] == "What is the budget?"
+    assert attrs["langfuse.observation.output"] == "96,950 USD"
+    assert json.loads(attrs["langfuse.observation.metadata.studioops_trace_id"]) == "chat-42/turn-1"
+    assert json.loads(attrs["langfuse.observation.metadata.project"]) == "summer"
+    # A caller id already in Langfuse's format is kept as is; others map deterministically.
+    assert hex_id in by_trace
+    assert langfuse_trace_id("chat-42/turn-1") == langfuse_trace_id("chat-42/turn-1") != langfuse_trace_id("x")
+    assert len(langfuse_trace_id("chat-42/turn-1")) == 32
+
+
+def test_errors_reach_langfuse_as_error_level(receiver):
+    service = ObservabilityService(settings_for(**lf(receiver.url), observability_local_store=False))
+    with pytest.raises(TimeoutError), service.trace_call(model="gpt-4o", input_text="slow question",
+                                                         trace_id="err-1"):
+        raise TimeoutError("provider timed out")
+    service.flush(15)
+    service.shutdown()
+    (span,) = [s for s in receiver.spans if s["trace_id"] == langfuse_trace_id("err-1")]
+    assert span["attributes"]["langfuse.observation.level"] == "ERROR"
+    assert "provider timed out" in span["attributes"]["langfuse.observation.status_message"]
+
+
+def test_langfuse_down_never_breaks_the_caller_and_failures_are_counted(running_stack, caplog):
+    closed = f"http://127.0.0.1:{free_port()}"
+    service = ObservabilityService(settings_for(running_stack, **lf(closed)))
+    ids = [f"down-{uuid.uuid4().hex[:8]}-{i}" for i in range(300)]
+    with caplog.at_level(logging.WARNING, logger="studioops.observability"):
+        for trace_id in ids:
+            service.trace_llm_call(trace_id, "q", "a", "gpt-4o", input_tokens=1, output_tokens=1)
+        assert service.stats().enqueued == 300 and service.stats().dropped == 0
+        service.flush(30)
+        assert wait_until(lambda: service.stats().failures["langfuse"] > 0, 30, 0.2)
+        service.shutdown()
+    warnings = [r for r in caplog.records if "langfuse" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, then counted silently
+    assert len(rows_for(running_stack, ids)) == 300  # the local store is unaffected
+
+
+def test_local_store_rows_match_the_calls(running_stack):
+    service = ObservabilityService(settings_for(running_stack))
+    assert not service.enabled and [s.name for s in service.sinks] == ["local"]  # no keys: Langfuse disabled
+    tag = uuid.uuid4().hex[:8]
+    service.trace_llm_call(f"{tag}-a", "Summarise the brief", "A summer campaign.", "gpt-4o-mini",
+                           input_tokens=120, output_tokens=9, latency_ms=812.5, metadata={"project": "summer"})
+    with service.trace_call(model="gpt-4o", input_text="Draft a quote", trace_id=f"{tag}-b") as call:
+        call.output = "Quote Q-1: 1,000 USD"
+        call.usage(input_tokens=40, output_tokens=12)
+    with pytest.raises(ValueError), service.trace_call(model="gpt-4o", input_text="bad", trace_id=f"{tag}-c"):
+        raise ValueError("invalid response")
+    service.trace_llm_call(f"{tag}-d", "tokenization is estimated offline", "indeed", "local-llm")
+    assert service.flush(15)
+    service.shutdown()
+
+    rows = rows_for(running_stack, [f"{tag}-{x}" for x in "abcd"])
+    a, b, c, d = (rows[f"{tag}-{x}"] for x in "abcd")
+    assert a[1] == langfuse_trace_id(f"{tag}-a")
+    assert a[2:10] == ("gpt-4o-mini", "Summarise the brief", "A summer campaign.", 120, 9, "provider", "ok", None)
+    assert a[10] == 812.5 and a[11] == {"project": "summer"}
+    assert b[2] == "gpt-4o" and b[4] == "Quote Q-1: 1,000 USD" and b[5:8] == (40, 12, "provider")
+    assert b[10] is not None and b[10] >= 0
+    assert c[8] == "error" and c[9] == "ValueError: invalid response"
+    # No usage given: a real tokenizer's count, not a word count.
+    assert d[7] == "estimate"
+    words = ["tokenization", "is", "estimated", "offline"]
+    assert d[5] == count_tokens(" ".join(words)) != len(words)
+    assert d[6] == count_tokens("indeed")
+
+
+def test_decorator_records_provider_usage(running_stack):
+    service = ObservabilityService(settings_for(running_stack))
+
+    @service.observe(model="gpt-4o-mini")
+    def complete(prompt: str) -> dict:
+        return {"text": prompt.upper(), "usage": {"prompt_tokens": 11, "completion_tokens": 4}}
+
+    assert complete("decorated call " + uuid.uuid4().hex)["text"].startswith("DECORATED")
+    service.flush(15)
+    service.shutdown()
+    with psycopg.connect(running_stack.url) as conn:
+        row = conn.execute("SELECT name, input_tokens, output_tokens, usage_source FROM llm_traces "
+                           "WHERE name = 'complete' ORDER BY created_at DESC LIMIT 1").fetchone()
+    assert row == ("complete", 11, 4, "provider")
+
+
+class BlockingSink:
+    """Holds the worker inside write() so the bounded queue can be filled deterministically."""
+
+    name = "blocking"
+    failures = 0
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.records: list[TraceRecord] = []
+
+    def write(self, batch):
+        self.entered.set()
+        self.release.wait(10)
+        self.records.extend(batch)
+
+    def flush(self, timeout):
+        pass
+
+    def close(self, timeout):
+        pass
+
+
+def test_full_queue_drops_and_counts(running_stack):
+    sink = BlockingSink()
+    service = ObservabilityService(settings_for(running_stack), sinks=[sink], queue_size=5)
+    service.trace_llm_call("first", "q", "a", "m", input_tokens=1, output_tokens=1)
+    assert sink.entered.wait(5)
+    for i in range(20):
+        service.trace_llm_call(f"t{i}", "q", "a", "m", input_tokens=1, output_tokens=1)
+    stats = service.stats()
+    assert stats.enqueued == 6 and stats.dropped == 15
+    sink.release.set()
+    service.flush(10)
+    service.shutdown()
+    assert [r.trace_id for r in sink.records] == ["first", "t0", "t1", "t2", "t3", "t4"]
+
+
+def test_traces_command_and_metrics_read_the_local_store(running_stack):
+    service = ObservabilityService(settings_for(running_stack))
+    tag = uuid.uuid4().hex[:8]
+    service.trace_llm_call(f"{tag}-ok", "q", "a", "gpt-4o", input_tokens=3, output_tokens=2)
+    service.trace_llm_call(f"{tag}-err", "q", None, "gpt-4o", status="error", error="RateLimitError")
+    service.flush(15)
+    service.shutdown()
+    listed = running_stack.cli("traces", "--limit", "2", "--json")
+    assert listed.returncode == 0
+    assert {t["trace_id"] for t in json.loads(listed.stdout)["traces"]} == {f"{tag}-ok", f"{tag}-err"}
+    metrics = json.loads(running_stack.cli("metrics", "--json").stdout)["observability"]
+    with psycopg.connect(running_stack.url) as conn:
+        total, errors = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'error') FROM llm_traces").fetchone()
+    assert metrics["traces_count"] == total
+    assert metrics["error_rate"] == pytest.approx(errors / total, abs=1e-6)
+
+
+def test_health_checks_langfuse_when_configured(running_stack, receiver):
+    ok = running_stack.cli("health", "--json", env={"LANGFUSE_PUBLIC_KEY": "pk-lf-h", "LANGFUSE_SECRET_KEY": "sk-lf-h",
+                                                    "LANGFUSE_HOST": receiver.url})
+    body = json.loads(ok.stdout)
+    assert ok.returncode == 0 and body["observability"]["status"] == "healthy"
+    assert body["observability"]["details"]["traces_count"] >= 0
+    closed = f"http://127.0.0.1:{free_port()}"
+    down = running_stack.cli("health", "--json", env={"LANGFUSE_PUBLIC_KEY": "pk-lf-h", "LANGFUSE_SECRET_KEY": "sk",
+                                                      "LANGFUSE_HOST": closed})
+    assert down.returncode == 1 and json.loads(down.stdout)["overall"] == "degraded"
+    assert "sk" not in json.loads(down.stdout)["observability"].get("error", "").split()

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SO     := $(BIN)/studioops
 
-.PHONY: up down status test lint bench install dev-up dev-down db-migrate db-seed logs api health clean-venv
+.PHONY: up down status test lint bench install dev-up dev-down db-migrate db-seed logs api health backup-db restore-db clean clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/tracing.py
+	$(BIN)/python bench/backup.py
 
 # The design document's targets.
 dev-up: up
@@ -55,6 +56,14 @@ api: $(BIN)/.installed
 	$(SO) api --reload
 health: $(BIN)/.installed
 	$(SO) health
+backup-db: $(BIN)/.installed
+	$(SO) backup create
+restore-db: $(BIN)/.installed
+	@$(SO) backup list
+	@read -p "Enter backup file path (or latest): " BACKUP_FILE; \
+	$(SO) backup restore "$$BACKUP_FILE"
+clean: $(BIN)/.installed
+	$(SO) clean
 
 clean-venv:
 	rm -rf $(VENV)

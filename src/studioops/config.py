@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     langfuse_public_key: str = ""
     langfuse_secret_key: SecretStr = SecretStr("")
     langfuse_host: str = "http://localhost:3100"
+    backup_dir: Path | None = Field(None, description="local backup archives; default $STUDIOOPS_HOME/backups")
+    backup_keep_daily: int = Field(7, ge=0)
+    backup_keep_weekly: int = Field(4, ge=0)
+    backup_upload: bool = Field(True, description="also upload each archive to the backups bucket")
+    backup_zstd_level: int = Field(3, ge=1, le=22)
     observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
     observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
 
@@ -56,6 +61,10 @@ class Settings(BaseSettings):
     @property
     def home(self) -> Path:
         return self.studioops_home.expanduser().absolute()
+
+    @property
+    def backups(self) -> Path:
+        return (self.backup_dir.expanduser().absolute() if self.backup_dir else self.home / "backups")
 
     @property
     def db(self) -> DatabaseURL:

@@ -64,3 +64,15 @@ class ObjectNotFoundError(StorageError):
 
 class InvalidKeyError(StorageError):
     """An object key that could escape its prefix or break a client; refused before any request."""
+
+
+class BackupError(StudioOpsError):
+    """A backup could not be made, found or read."""
+
+
+class CorruptArchiveError(BackupError):
+    """An archive failed its checksums, is truncated, or is not a StudioOps backup."""
+
+
+class RestoreRefusedError(BackupError):
+    """Restoring would overwrite data, and --force was not given."""

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from studioops.cli import backup as backup_commands
 from studioops.cli import db as db_commands
 from studioops.cli import ops as ops_commands
 from studioops.cli import stack as stack_commands
@@ -39,6 +40,7 @@ stack_commands.register(app)
 ops_commands.register(app)
 app.add_typer(db_commands.app, name="db")
 app.add_typer(storage_commands.app, name="storage")
+app.add_typer(backup_commands.app, name="backup")
 
 
 def main() -> None:

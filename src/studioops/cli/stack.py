@@ -12,6 +12,7 @@ def register(app: typer.Typer) -> None:
     app.command("down")(down)
     app.command("status")(status)
     app.command("logs")(logs)
+    app.command("clean")(clean)
 
 
 def _render_services(services) -> None:
@@ -104,3 +105,28 @@ def logs(
                     time.sleep(0.2)
         except KeyboardInterrupt:
             return
+
+
+def clean(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    include_backups: bool = typer.Option(False, "--include-backups", help="Delete the local backups too."),
+) -> None:
+    """Stop the stack and delete all embedded data under STUDIOOPS_HOME (local backups are kept)."""
+    import sys
+
+    from studioops import stack
+    from studioops.errors import ConfirmationRequiredError
+
+    s = settings()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfirmationRequiredError(
+                f"clean deletes all data under {s.home} and needs a confirmation. Add --yes to confirm"
+            )
+        kept = "" if include_backups else f" (backups in {s.backups} are kept)"
+        answer = input(f"This will remove all data in {s.home}{kept}. Are you sure? (y/N): ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            console().print("Operation cancelled")
+            raise typer.Exit(1)
+    removed = stack.clean(s, include_backups=include_backups)
+    console().print(f"removed {len(removed)} item(s) under {s.home}" if removed else "nothing to remove")

@@ -23,7 +23,9 @@ def _storage():
 @contextmanager
 def _progress(label: str, total: int):
     """A progress bar on stderr for transfers over a few MB; yields the callback boto3 calls with byte counts."""
-    if total < PROGRESS_MIN_BYTES:
+    import sys
+
+    if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():  # bars are for people, not for logs and pipes
         yield None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn

@@ -115,3 +115,24 @@ def log_path(settings: Settings, service: str = "postgres") -> Path:
             return s.log
     names = ", ".join(s.name for s in _services(settings))
     raise StudioOpsError(f"no service named '{service}'. Choose one of: {names}")
+
+
+def clean(settings: Settings, include_backups: bool = False) -> list[str]:
+    """Stop the services, then delete everything under STUDIOOPS_HOME except the local backups (unless
+    `include_backups`). Returns what was deleted. Works whether the stack runs or not."""
+    import shutil
+
+    down(settings)
+    home = settings.home
+    backups = settings.backups
+    removed = []
+    if home.is_dir():
+        for entry in sorted(home.iterdir()):
+            if entry == backups and not include_backups:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(str(entry))
+    if include_backups and backups.exists() and not backups.is_relative_to(home):
+        shutil.rmtree(backups)
+        removed.append(str(backups))
+    return removed

@@ -1,10 +1,14 @@
 # Thin wrappers over the `studioops` CLI in .venv. `make up` and `make test` set everything up themselves.
+# COMPOSE=1 selects the Docker Compose stack (infra/docker-compose.yaml) instead of the embedded one.
 PYTHON ?= python3
+COMPOSE ?=
+STACK  := $(if $(COMPOSE),--compose,)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SO     := $(BIN)/studioops
 
-.PHONY: up down status test lint bench install dev-up dev-down db-migrate db-seed logs api health backup-db restore-db clean clean-venv
+
+.PHONY: web up down status test lint bench install dev-up dev-down db-migrate db-seed logs api health backup-db restore-db clean clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +24,10 @@ install: $(BIN)/.installed
 
 ## up: create .venv, install, start the embedded stack (PostgreSQL + pgvector), migrate
 up: $(BIN)/.installed
-	$(SO) up
+	$(SO) up $(STACK)
 
 down: $(BIN)/.installed
-	$(SO) down
+	$(SO) down $(STACK)
 
 status: $(BIN)/.installed
 	$(SO) status
@@ -51,7 +55,11 @@ db-migrate: $(BIN)/.installed
 db-seed: $(BIN)/.installed
 	$(SO) db seed
 logs: $(BIN)/.installed
-	$(SO) logs -f
+	$(SO) logs -f $(STACK)
+web:
+	@if [ -d apps/web ]; then cd apps/web && pnpm dev; \
+	elif [ -n "$(COMPOSE)" ]; then docker compose -f infra/docker-compose.yaml --profile web up -d --wait web; \
+	else echo "make web: the web app (apps/web) is not part of this repository; COMPOSE=1 make web runs its image" >&2; exit 1; fi
 api: $(BIN)/.installed
 	$(SO) api --reload
 health: $(BIN)/.installed

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     studioops_env: Literal["development", "production"] = "development"
     studioops_run_as: str = Field("studioops", description="system user that runs the servers as root")
     studioops_migrations_dir: Path = PACKAGE_MIGRATIONS_DIR
+    studioops_compose_file: Path | None = Field(None, description="default infra/docker-compose[.prod].yaml")
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
 
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     minio_secure: bool = False
     minio_region: str = "us-east-1"
     storage_public_buckets: str = ""
+    storage_extra_buckets: str = Field("", description="more private buckets `storage init` creates")
 
     langfuse_public_key: str = ""
     langfuse_secret_key: SecretStr = SecretStr("")
@@ -50,6 +52,14 @@ class Settings(BaseSettings):
     backup_zstd_level: int = Field(3, ge=1, le=22)
     observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
     observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
+
+    @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", mode="before")
+    @classmethod
+    def _empty_means_default(cls, value, info):
+        # An empty line in .env (as the templates have) means "the default", not the current directory.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return PACKAGE_MIGRATIONS_DIR if info.field_name == "studioops_migrations_dir" else None
+        return value
 
     @field_validator("database_url")
     @classmethod

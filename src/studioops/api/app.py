@@ -62,6 +62,9 @@ def create_app(settings: Settings | None = None, health_timeout: float = 2.0, ca
 
     disable_created_metrics()  # *_created series only double the scrape size
     settings = settings or get_settings()
+    from studioops.envfile import guard_production
+
+    guard_production(settings)  # a production API never starts with a default or weak secret
     state: dict[str, Any] = {}
     registry = CollectorRegistry()
 

@@ -12,6 +12,7 @@ import typer
 
 from studioops.cli import backup as backup_commands
 from studioops.cli import db as db_commands
+from studioops.cli import env as env_commands
 from studioops.cli import ops as ops_commands
 from studioops.cli import stack as stack_commands
 from studioops.cli import storage as storage_commands
@@ -41,6 +42,7 @@ ops_commands.register(app)
 app.add_typer(db_commands.app, name="db")
 app.add_typer(storage_commands.app, name="storage")
 app.add_typer(backup_commands.app, name="backup")
+app.add_typer(env_commands.app, name="env")
 
 
 def main() -> None:

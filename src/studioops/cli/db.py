@@ -28,6 +28,9 @@ def migrate(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Apply pending migrations, each in its own transaction, under a lock."""
+    from studioops.envfile import guard_production
+
+    guard_production(settings())
     out = console()
     progress = None if as_json else (lambda name, secs: out.print(f"applied {name} ({secs * 1000:.0f} ms)"))
     names = _migrator().migrate(dry_run=dry_run, on_progress=progress)

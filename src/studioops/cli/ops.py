@@ -74,10 +74,11 @@ def api(
     """Serve the HTTP API (health, readiness, metrics) with uvicorn."""
     import uvicorn
 
+    from studioops.envfile import guard_production
     from studioops.errors import PortInUseError
     from studioops.stack.process import port_is_free
 
-    settings()  # a bad setting fails here, in one line, not inside uvicorn
+    guard_production(settings())  # a bad setting or weak secret fails here, in one line, not inside uvicorn
     if not port_is_free(port, host if host not in {"0.0.0.0", "::"} else "127.0.0.1"):
         raise PortInUseError(f"port {port} on {host} is already in use. Pick another with --port")
     uvicorn.run("studioops.api.main:app", host=host, port=port, reload=reload, log_level="info",

@@ -26,12 +26,20 @@ def _render_services(services) -> None:
 
 def up(
     timeout: str = typer.Option("30s", "--timeout", help="How long to wait for each service (30s, 2m)."),
+    use_compose: bool = typer.Option(False, "--compose", help="Start the Docker Compose stack instead."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Start the embedded stack, apply pending migrations, and print what runs where."""
     from studioops import stack
     from studioops.config import parse_duration
 
+    if use_compose:
+        from studioops.envfile import guard_production
+        from studioops.stack import compose
+
+        guard_production(settings())
+        compose.up(settings(), timeout=max(parse_duration(timeout), 120))
+        return
     result = stack.up(settings(), timeout=parse_duration(timeout))
     if as_json:
         emit_json(result.as_dict())
@@ -52,10 +60,19 @@ def up(
     out.print(f"DATABASE_URL={db}   (full URL: studioops db url)")
 
 
-def down(timeout: str = typer.Option("30s", "--timeout", help="How long to wait for a clean stop.")) -> None:
+def down(
+    timeout: str = typer.Option("30s", "--timeout", help="How long to wait for a clean stop."),
+    use_compose: bool = typer.Option(False, "--compose", help="Stop the Docker Compose stack instead."),
+) -> None:
     """Stop the embedded stack (exit 0 when it is already stopped)."""
     from studioops import stack
     from studioops.config import parse_duration
+
+    if use_compose:
+        from studioops.stack import compose
+
+        compose.down(settings())
+        return
 
     stopped = stack.down(settings(), timeout=parse_duration(timeout))
     console().print(f"stopped {', '.join(stopped)}" if stopped else "already stopped")
@@ -73,9 +90,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
 
 
 def logs(
-    service: str = typer.Argument("postgres", help="postgres or s3"),
+    service: str = typer.Argument(None, help="postgres or s3 (with --compose: any service; default all)."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", help="How many of the last lines to show first."),
+    use_compose: bool = typer.Option(False, "--compose", help="The Docker Compose stack's logs."),
 ) -> None:
     """Print a service's log (the last lines; -f follows it)."""
     import sys
@@ -85,7 +103,12 @@ def logs(
     from studioops.errors import StudioOpsError
     from studioops.stack.process import tail
 
-    path = stack.log_path(settings(), service)
+    if use_compose:
+        from studioops.stack import compose
+
+        compose.logs(settings(), service, follow)
+        return
+    path = stack.log_path(settings(), service or "postgres")
     if not path.exists():
         raise StudioOpsError(f"no log yet at {path}. Start the stack with `studioops up`")
     text = tail(path, lines)

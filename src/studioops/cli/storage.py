@@ -51,11 +51,13 @@ def init(
 ) -> None:
     """Create the buckets and folders and apply the access policies (waits for the endpoint)."""
     from studioops.config import parse_duration
-    from studioops.storage.policy import parse_public_buckets, show_policies
+    from studioops.storage.policy import parse_buckets, show_policies
 
     storage = _storage()
     storage.wait_ready(parse_duration(timeout))
-    created = storage.init_layout(parse_public_buckets(settings().storage_public_buckets))
+    s = settings()
+    created = storage.init_layout(parse_buckets(s.storage_public_buckets),
+                                  parse_buckets(s.storage_extra_buckets))
     policies = show_policies(storage)
     if as_json:
         emit_json({"created": created, "policies": [p.as_dict() for p in policies]})

@@ -58,9 +58,11 @@ class UpResult:
 def up(settings: Settings, timeout: float = 30.0) -> UpResult:
     """Start what is not running, migrate the database, and report what runs where."""
     from studioops.db.migrate import Migrator
+    from studioops.envfile import guard_production
     from studioops.storage import Storage
-    from studioops.storage.policy import parse_public_buckets
+    from studioops.storage.policy import parse_buckets
 
+    guard_production(settings)
     began = time.perf_counter()
     result = UpResult(services=[])
     services = _services(settings)
@@ -68,7 +70,8 @@ def up(settings: Settings, timeout: float = 30.0) -> UpResult:
         (result.started if started else result.already_running).append(service.name)
         result.notes.extend(service.notes)
     result.migrations_applied = Migrator(settings.db, settings.studioops_migrations_dir).migrate()
-    created = Storage.from_settings(settings).init_layout(parse_public_buckets(settings.storage_public_buckets))
+    created = Storage.from_settings(settings).init_layout(
+        parse_buckets(settings.storage_public_buckets), parse_buckets(settings.storage_extra_buckets))
     result.buckets_created = sorted(created)
     result.services = status(settings)
     result.seconds = time.perf_counter() - began

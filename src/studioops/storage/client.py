@@ -148,8 +148,10 @@ class Storage:
     def head_bucket(self, bucket: str) -> None:
         self._call(f"head bucket {bucket}", lambda: self.client.head_bucket(Bucket=bucket))
 
-    def init_layout(self, public_buckets: list[str] | None = None) -> dict[str, list[str]]:
-        """Create the document's buckets and folders and apply the access policies; returns what was created."""
+    def init_layout(self, public_buckets: list[str] | None = None,
+                    extra_buckets: list[str] | None = None) -> dict[str, list[str]]:
+        """Create the document's buckets and folders (and `extra_buckets`, e.g. Langfuse's) and apply the
+        access policies; returns what was created."""
         from studioops.storage.policy import apply_policies
 
         created: dict[str, list[str]] = {}
@@ -162,7 +164,7 @@ class Storage:
                     made.append(prefix)
             if made:
                 created[bucket] = made
-        for bucket in public_buckets or []:
+        for bucket in [*(public_buckets or []), *(extra_buckets or [])]:
             if bucket not in LAYOUT and self.ensure_bucket(bucket):
                 created[bucket] = ["(bucket)"]
         apply_policies(self, public_buckets or [])

@@ -35,7 +35,7 @@ class BucketPolicy:
         return {"bucket": self.bucket, "access": self.access, "policy": self.policy}
 
 
-def parse_public_buckets(value: str) -> list[str]:
+def parse_buckets(value: str) -> list[str]:
     return [b.strip() for b in value.split(",") if b.strip()]
 
 

@@ -1,0 +1,241 @@
+"""Deployment files, tested without a Docker engine: the real Compose client's validation, the Compose Specification
+schema, policies over the parsed YAML, the env templates, the production secret guard, and `--compose` with no
+engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from studioops.config import Settings
+from studioops.envfile import SECRET_VARIABLES, guard_production, init_env, weak_secrets
+from studioops.errors import ConfigError
+
+ROOT = Path(__file__).parent.parent
+DEV = ROOT / "infra" / "docker-compose.yaml"
+PROD = ROOT / "infra" / "docker-compose.prod.yaml"
+DEV_ENV = ROOT / "infra" / "env" / "development.env"
+PROD_ENV = ROOT / "infra" / "env" / "production.env.example"
+LONG_RUNNING_EXCEPT = {"storage-init", "migrate"}  # one-shot jobs
+
+
+def compose_binary() -> Path:
+    import compose
+
+    return Path(compose.__file__).parent / "docker-compose"
+
+
+def template(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", path.read_text(), flags=re.M))
+
+
+def compose_variables(path: Path) -> set[str]:
+    return set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", path.read_text()))
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def run_compose(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in template(PROD_ENV)}
+    return subprocess.run([str(compose_binary()), "-f", str(path), "config", "-q"], capture_output=True, text=True,
+                          env={**clean, **env}, cwd=path.parent)
+
+
+def test_development_compose_passes_the_compose_client():
+    result = run_compose(DEV, {})
+    assert result.returncode == 0, result.stderr
+
+
+def test_production_compose_passes_with_its_env_and_fails_without():
+    ok = run_compose(PROD, template(PROD_ENV))
+    assert ok.returncode == 0, ok.stderr
+    missing = run_compose(PROD, {})
+    assert missing.returncode != 0 and "required variable" in missing.stderr
+
+
+@pytest.mark.parametrize("path", [DEV, PROD], ids=["dev", "prod"])
+def test_compose_files_match_the_compose_specification_schema(path):
+    schema = json.loads((Path(__file__).parent / "data" / "compose-spec.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(load(path))
+
+
+@pytest.mark.parametrize("path", [DEV, PROD], ids=["dev", "prod"])
+def test_every_image_is_pinned(path):
+    for name, service in load(path)["services"].items():
+        image = service["image"]
+        tag = image.rsplit("/", 1)[-1].partition(":")[2]
+        assert tag and tag != "latest", f"{name}: {image} is not pinned"
+        assert "ankane/pgvector" not in image
+
+
+@pytest.mark.parametrize("path", [DEV, PROD], ids=["dev", "prod"])
+def test_every_long_running_service_has_a_healthcheck_and_waits_on_conditions(path):
+    services = load(path)["services"]
+    for name, service in services.items():
+        if name not in LONG_RUNNING_EXCEPT:
+            assert "test" in service.get("healthcheck", {}), f"{name} has no healthcheck"
+        for dep, rule in (service.get("depends_on") or {}).items():
+            wanted = "service_completed_successfully" if dep in LONG_RUNNING_EXCEPT else "service_healthy"
+            assert rule["condition"] == wanted, f"{name} -> {dep}"
+
+
+def test_development_publishes_only_on_loopback():
+    for name, service in load(DEV)["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_production_publishes_no_database_or_storage_port():
+    services = load(PROD)["services"]
+    for name in ("postgres", "s3", "langfuse-db", "clickhouse", "redis"):
+        assert "ports" not in services[name], name
+        assert services[name]["networks"] == ["backend"]
+    assert load(PROD)["networks"]["backend"]["internal"] is True
+
+
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|SALT|ENCRYPTION_KEY|REDIS_AUTH")
+
+
+def test_production_holds_no_literal_secret():
+    text = PROD.read_text()
+    for name, service in load(PROD)["services"].items():
+        env = service.get("environment") or {}
+        for key, value in env.items():
+            if SECRET_KEY.search(key) or ("://" in str(value) and "@" in str(value)):
+                assert re.search(r"\$\{[A-Z_]+:\?", str(value)), f"{name}.{key} is not a required variable"
+    # The S3 identities config takes its keys from the environment too.
+    assert '"secretKey": "${MINIO_SECRET_KEY:?' in text
+
+
+def test_production_hardening():
+    for name, service in load(PROD)["services"].items():
+        assert service["restart"] in {"unless-stopped", "always"} or name in LONG_RUNNING_EXCEPT, name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service["cap_drop"] == ["ALL"], name
+        assert set(service.get("cap_add", [])) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"}, name
+        assert service["deploy"]["resources"]["limits"]["memory"], name
+        if name not in {"clickhouse", "langfuse-web", "langfuse-worker"}:  # their images write to their own tree
+            assert service["read_only"] is True, name
+    for name in ("api", "storage-init", "migrate", "clickhouse"):
+        assert load(PROD)["services"][name]["user"] not in {"0", "root", "0:0"}
+
+
+def test_postgres_volume_at_var_lib_postgresql_for_pg18():
+    for path in (DEV, PROD):
+        pg = load(path)["services"]["postgres"]
+        assert pg["image"].startswith("pgvector/pgvector:") and "pg18" in pg["image"]
+        assert "postgres_data:/var/lib/postgresql" in pg["volumes"]
+
+
+def test_langfuse_has_everything_it_needs():
+    services = load(DEV)["services"]
+    assert {"langfuse-web", "langfuse-worker", "langfuse-db", "clickhouse", "redis"} <= set(services)
+    env = services["langfuse-web"]["environment"]
+    assert "langfuse-db:5432/langfuse" in env["DATABASE_URL"]  # a database of its own, not the app's
+    assert env["LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT"] == "http://s3:9000"
+    assert env["LANGFUSE_S3_EVENT_UPLOAD_BUCKET"] in template(DEV_ENV)["STORAGE_EXTRA_BUCKETS"].split(",")
+    assert services["web"]["profiles"] == ["web"]
+    assert services["api"]["build"]["dockerfile"] == "Dockerfile" and (ROOT / "Dockerfile").exists()
+
+
+def app_variables() -> set[str]:
+    return {name.upper() for name in Settings.model_fields} | {"STUDIOOPS_DEBUG"}
+
+
+@pytest.mark.parametrize(("env_file", "compose_file"), [(DEV_ENV, DEV), (PROD_ENV, PROD)], ids=["dev", "prod"])
+def test_every_variable_is_in_the_templates_and_every_template_variable_is_read(env_file, compose_file):
+    names = set(template(env_file))
+    read = app_variables() | compose_variables(DEV) | compose_variables(PROD)
+    assert app_variables() <= names, app_variables() - names
+    assert compose_variables(compose_file) <= names, compose_variables(compose_file) - names
+    assert names <= read, names - read
+
+
+def test_templates_load_as_settings():
+    for path in (DEV_ENV, PROD_ENV):
+        Settings(_env_file=path)
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_URL", *SECRET_VARIABLES])
+def test_production_guard_refuses_each_default_secret(variable, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    init_env(tmp_path / ".env", production=True)
+    strong = template(tmp_path / ".env")
+    env = dict(strong)
+    if variable == "DATABASE_URL":
+        env[variable] = strong[variable].replace(strong["POSTGRES_PASSWORD"], "studioops123")
+    else:
+        env[variable] = template(PROD_ENV)[variable]  # the template's placeholder
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+    assert weak_secrets(Settings(_env_file=None, **{k.lower(): v for k, v in strong.items()
+                                                    if k.lower() in Settings.model_fields}), strong) == []
+    with pytest.raises(ConfigError) as info:
+        guard_production(settings, env)
+    assert variable in str(info.value)
+    secret = env[variable]
+    assert len(secret) < 16 or secret not in str(info.value).replace(variable, "")
+
+
+def test_guard_names_short_and_placeholder_values():
+    s = Settings(_env_file=None, studioops_env="production",
+                 database_url="postgresql://u:short@db/x", minio_secret_key="x" * 40,
+                 langfuse_public_key="pk-lf-your-public-key", langfuse_secret_key="sk-lf-your-secret-key")
+    found = " ".join(weak_secrets(s, {}))
+    assert "DATABASE_URL password (under 16 characters)" in found
+    assert "LANGFUSE_PUBLIC_KEY (a placeholder)" in found and "LANGFUSE_SECRET_KEY (a placeholder)" in found
+    assert "MINIO_SECRET_KEY" not in found
+
+
+def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in template(PROD_ENV)}
+    return subprocess.run([sys.executable, "-m", "studioops", *args], capture_output=True, text=True,
+                          env={**clean, **env}, cwd=cwd)
+
+
+def test_production_commands_refuse_the_design_documents_defaults(tmp_path):
+    env = {"STUDIOOPS_ENV": "production", "STUDIOOPS_HOME": str(tmp_path / "home")}
+    for args in (("up",), ("db", "migrate"), ("api", "--port", "1")):
+        result = cli(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 1, args
+        line = result.stderr.strip()
+        assert line.count("\n") == 0 and "DATABASE_URL password" in line and "MINIO_SECRET_KEY" in line, args
+        assert "studioops123" not in line
+
+
+def test_env_init_writes_strong_secrets_and_keeps_an_existing_file(tmp_path):
+    first = cli("env", "init", "--production", env={}, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    written = template(tmp_path / ".env")
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    assert written["STUDIOOPS_ENV"] == "production"
+    assert len(written["LANGFUSE_ENCRYPTION_KEY"]) == 64 and int(written["LANGFUSE_ENCRYPTION_KEY"], 16) >= 0
+    assert written["POSTGRES_PASSWORD"] in written["DATABASE_URL"]
+    settings = Settings(_env_file=tmp_path / ".env")
+    assert weak_secrets(settings, written) == []
+    again = cli("env", "init", env={}, cwd=tmp_path)
+    assert again.returncode == 1 and "--force" in again.stderr
+    assert template(tmp_path / ".env") == written
+    forced = cli("env", "init", "--force", env={}, cwd=tmp_path)
+    assert forced.returncode == 0 and template(tmp_path / ".env")["POSTGRES_PASSWORD"] != written["POSTGRES_PASSWORD"]
+
+
+def test_compose_without_an_engine_is_one_clear_line(tmp_path):
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "docker-compose.yaml").write_text(DEV.read_text())
+    # No Docker engine on these machines; a PATH without docker exercises the missing-client path too.
+    for env in ({}, {"PATH": str(Path(sys.executable).parent)}):
+        for args in (("up", "--compose"), ("down", "--compose"), ("logs", "--compose")):
+            result = cli(*args, env=env, cwd=tmp_path)
+            assert result.returncode == 1, (args, result.stderr)
+            assert result.stderr.startswith("studioops: ") and result.stderr.count("\n") == 1, result.stderr
+            assert "Docker" in result.stderr or "docker" in result.stderr

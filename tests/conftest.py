@@ -6,10 +6,12 @@ No database or S3 server is ever faked. Tests that stop or break a stack start t
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +123,18 @@ def api_server(running_stack: Stack) -> Iterator[ApiServer]:
     server = ApiServer(running_stack)
     yield server
     server.stop()
+
+
+@contextmanager
+def port_taken(port: int) -> Iterator[None]:
+    """Another program listening on 127.0.0.1:port for the duration."""
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        yield
+    finally:
+        blocker.close()
 
 
 @pytest.fixture(autouse=True)

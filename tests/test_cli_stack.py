@@ -14,7 +14,7 @@ import time
 import psycopg
 
 from studioops.stack.process import is_alive, wait_until
-from tests.conftest import LATEST_MIGRATION
+from tests.conftest import LATEST_MIGRATION, port_taken
 
 
 def postmaster_pid(stack) -> int:
@@ -65,13 +65,8 @@ def test_listens_on_loopback_only(running_stack):
 
 def test_port_in_use_is_one_line_naming_the_port(fresh_stack):
     port = fresh_stack.settings.db.port
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", port))
-    blocker.listen()
-    try:
+    with port_taken(port):
         result = fresh_stack.cli("up")
-    finally:
-        blocker.close()
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

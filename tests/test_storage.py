@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from studioops.errors import InvalidKeyError
 from studioops.stack.process import is_alive, wait_until
 from studioops.storage.keys import split_target, validate_key
 from studioops.storage.layout import LAYOUT
+from tests.conftest import port_taken
 
 
 def unique(prefix: str = "t") -> str:
@@ -207,13 +207,8 @@ def test_storage_init_waits_with_a_bound(fresh_stack):
 
 def test_s3_port_in_use_names_the_port(fresh_stack):
     port = int(fresh_stack.env["MINIO_ENDPOINT"].split(":")[1])
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", port))
-    blocker.listen()
-    try:
+    with port_taken(port):
         result = fresh_stack.cli("up")
-    finally:
-        blocker.close()
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "MINIO_ENDPOINT" in result.stderr
     assert result.stderr.count("\n") == 1

@@ -38,16 +38,12 @@ def _result(service: str, status: str, started: float, details: dict | None = No
 
 def check_database(settings: Settings, pool=None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """`SELECT 1` over a real connection (from `pool` when the API has one)."""
-    from studioops.db.connect import connect
+    from studioops.db.connect import borrow
 
     started = time.perf_counter()
     try:
-        if pool is not None:
-            with pool.connection(timeout=timeout) as conn:
-                value = conn.execute("SELECT 1").fetchone()[0]
-        else:
-            with connect(settings.db, autocommit=True, timeout=timeout) as conn:
-                value = conn.execute("SELECT 1").fetchone()[0]
+        with borrow(settings.db, pool, timeout) as conn:
+            value = conn.execute("SELECT 1").fetchone()[0]
     except Exception as exc:
         return _result("postgresql", UNHEALTHY, started, error=_one_line(exc))
     details = {"connection": "successful", "address": f"{settings.db.host}:{settings.db.port}"}
@@ -73,16 +69,12 @@ def langfuse_enabled(settings: Settings) -> bool:
 
 def _local_traces(settings: Settings, pool, timeout: float) -> dict[str, Any]:
     """Trace count and error rate from the local store, for the observability check's details."""
-    from studioops.db.connect import connect
+    from studioops.db.connect import borrow
     from studioops.observability.store import trace_stats
 
     try:
-        if pool is not None:
-            with pool.connection(timeout=timeout) as conn:
-                stats = trace_stats(conn)
-        else:
-            with connect(settings.db, autocommit=True, timeout=timeout) as conn:
-                stats = trace_stats(conn)
+        with borrow(settings.db, pool, timeout) as conn:
+            stats = trace_stats(conn)
     except Exception:
         return {}
     return {"traces_count": stats["traces_count"], "error_rate": stats["error_rate"]}

@@ -39,7 +39,7 @@ class TpsSampler:
 
 def database_metrics(settings: Settings, sampler: TpsSampler, pool=None, first_window: float = 0.5) -> dict:
     """Connections by state, size, transactions per second, cache hit ratio of the app database."""
-    from studioops.db.connect import connect
+    from studioops.db.connect import borrow
 
     def gather(conn) -> dict:
         states = dict(conn.execute(
@@ -54,10 +54,7 @@ def database_metrics(settings: Settings, sampler: TpsSampler, pool=None, first_w
         return {"states": states, "size": size, "xacts": commits + rollbacks, "hit": hit, "read": read}
 
     def sample() -> dict:
-        if pool is not None:
-            with pool.connection(timeout=2) as conn:
-                return gather(conn)
-        with connect(settings.db, autocommit=True, timeout=2) as conn:
+        with borrow(settings.db, pool) as conn:
             return gather(conn)
 
     data = sample()
@@ -92,17 +89,13 @@ def disk_metrics(settings: Settings) -> dict:
 
 def observability_metrics(settings: Settings, pool=None) -> dict:
     """Trace count and error rate from the local trace store, plus Langfuse's own count when it is configured."""
-    from studioops.db.connect import connect
+    from studioops.db.connect import borrow
     from studioops.health import langfuse_enabled
     from studioops.observability.store import langfuse_trace_count, trace_stats
 
     try:
-        if pool is not None:
-            with pool.connection(timeout=2) as conn:
-                out = trace_stats(conn)
-        else:
-            with connect(settings.db, autocommit=True, timeout=2) as conn:
-                out = trace_stats(conn)
+        with borrow(settings.db, pool) as conn:
+            out = trace_stats(conn)
     except Exception as exc:
         out = {"traces_count": None, "error_rate": None, "status": "unavailable",
                "reason": " ".join(str(exc).split())[:200]}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console, emit_json, settings, table
+from studioops.cli.output import console, emit_json, human_bytes, settings, table
 
 app = typer.Typer(help="Backups of the database and every object: create, list, verify, restore, prune.",
                   no_args_is_help=True)
@@ -35,14 +35,6 @@ def _progress(enabled: bool):
         yield report
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 @app.command("create")
 def create(
     to: Path = typer.Option(None, "--to", help="Write the archive into this directory instead."),
@@ -59,8 +51,9 @@ def create(
         return
     rows = sum(t["rows"] for t in result.tables.values())
     out = console()
-    out.print(f"created {result.path} ({_human(result.size)}) in {result.seconds:.1f}s: "
-              f"{len(result.tables)} tables, {rows} rows, {result.objects} objects ({_human(result.object_bytes)})")
+    out.print(f"created {result.path} ({human_bytes(result.size)}) in {result.seconds:.1f}s: "
+              f"{len(result.tables)} tables, {rows} rows, "
+              f"{result.objects} objects ({human_bytes(result.object_bytes)})")
     if result.uploaded:
         out.print(f"uploaded to {result.uploaded}")
     for name in result.pruned:
@@ -77,7 +70,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print the result a
         emit_json({"backups": rows})
         return
     table(None, ["archive", "kind", "size", "where", "verified"], [
-        [r["name"], r["kind"], _human(r["size"]),
+        [r["name"], r["kind"], human_bytes(r["size"]),
          " + ".join(x for x, present in (("local", r["local"]), ("bucket", r["bucket"])) if present),
          (r["verified_at"] or "")[:19]] for r in rows])
 
@@ -121,7 +114,7 @@ def restore(
     extra = f", {'would delete' if dry_run else 'deleted'} {result.deleted_objects} objects not in the archive" \
         if result.deleted_objects else ""
     console().print(f"{verb} {result.archive.name}: {len(result.tables)} tables ({rows} rows), "
-                    f"{result.objects} objects ({_human(result.object_bytes)}){extra}")
+                    f"{result.objects} objects ({human_bytes(result.object_bytes)}){extra}")
 
 
 @app.command("prune")

@@ -72,9 +72,12 @@ def new(name: str = typer.Argument(..., help="What the migration does, e.g. add_
 
 
 @app.command("repair")
-def repair() -> None:
+def repair(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Accept edited migration files (re-record checksums) and forget failed runs."""
     result = _migrator().repair()
+    if as_json:
+        emit_json({"rechecksummed": result.rechecksummed, "forgotten_failures": result.forgotten_failures})
+        return
     out = console()
     for name in result.rechecksummed:
         out.print(f"accepted the edit of {name} (checksum re-recorded)")

@@ -40,6 +40,15 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     console().print(t)
 
 
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB': sizes for people (JSON output keeps exact bytes)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
 def settings():
     """The cached Settings (raises ConfigError with one clear line when the environment is wrong)."""
     from studioops.config import get_settings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console, emit_json, settings, table
+from studioops.cli.output import console, emit_json, human_bytes, settings, table
 
 app = typer.Typer(help="Object storage (S3): buckets, objects, presigned URLs, policies.", no_args_is_help=True)
 
@@ -34,14 +34,6 @@ def _progress(label: str, total: int):
                   console=console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 @app.command("init")
@@ -110,7 +102,7 @@ def put(
         raise StudioOpsError(f"no such file: {file}. Give the path of a file to upload")
     with _progress(f"put {key}", file.stat().st_size) as progress:
         info = _storage().put_file(file, bucket, key, progress=progress, content_type=content_type)
-    console().print(f"uploaded {bucket}/{key} ({_human(info.size)})")
+    console().print(f"uploaded {bucket}/{key} ({human_bytes(info.size)})")
 
 
 @app.command("get")
@@ -134,7 +126,7 @@ def get(
         path = path / key.rsplit("/", 1)[-1]
     with _progress(f"get {key}", info.size) as progress:
         storage.get_file(bucket, key, path, progress=progress)
-    console(stderr=True).print(f"downloaded {bucket}/{key} to {path} ({_human(info.size)})")
+    console(stderr=True).print(f"downloaded {bucket}/{key} to {path} ({human_bytes(info.size)})")
 
 
 @app.command("rm")
@@ -158,7 +150,8 @@ def usage(as_json: bool = typer.Option(False, "--json", help="Print the result a
     if as_json:
         emit_json({"buckets": [asdict(r) for r in rows]})
         return
-    table(None, ["bucket", "objects", "bytes", "size"], [[r.bucket, r.objects, r.bytes, _human(r.bytes)] for r in rows])
+    table(None, ["bucket", "objects", "bytes", "size"],
+          [[r.bucket, r.objects, r.bytes, human_bytes(r.bytes)] for r in rows])
 
 
 @app.command("presign")

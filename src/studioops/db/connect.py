@@ -5,6 +5,9 @@ Every module that talks to the database opens its connections here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 
 from studioops.config import DatabaseURL, redact_url
@@ -47,3 +50,14 @@ def connect(
         )
     except psycopg.OperationalError as exc:
         raise explain_connect_error(exc, db) from None
+
+
+@contextmanager
+def borrow(db: DatabaseURL, pool=None, timeout: float = 2.0) -> Iterator[psycopg.Connection]:
+    """A connection from `pool` when there is one (the API's), else a new autocommit one (the CLI's)."""
+    if pool is not None:
+        with pool.connection(timeout=timeout) as conn:
+            yield conn
+    else:
+        with connect(db, autocommit=True, timeout=timeout) as conn:
+            yield conn

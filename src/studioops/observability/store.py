@@ -7,20 +7,17 @@ from typing import Any
 from studioops.config import DatabaseURL
 
 
-def recent_traces(db: DatabaseURL, limit: int = 20, conn=None) -> list[dict[str, Any]]:
+def recent_traces(db: DatabaseURL, limit: int = 20, pool=None) -> list[dict[str, Any]]:
     from psycopg.rows import dict_row
 
-    from studioops.db.connect import connect
+    from studioops.db.connect import borrow
 
     query = (
         "SELECT trace_id, langfuse_trace_id, name, model, status, error, input_tokens, output_tokens, "
         "usage_source, latency_ms, started_at, left(input, 200) AS input, left(output, 200) AS output "
         "FROM llm_traces ORDER BY started_at DESC, created_at DESC LIMIT %s"
     )
-    if conn is not None:
-        with conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(query, (limit,)).fetchall()
-    with connect(db, autocommit=True) as own, own.cursor(row_factory=dict_row) as cur:
+    with borrow(db, pool, timeout=5) as conn, conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, (limit,)).fetchall()
 
 

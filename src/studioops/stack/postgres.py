@@ -7,6 +7,7 @@ TCP on 127.0.0.1 at DATABASE_URL's port, a stale-pid recovery that sees zombies,
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -112,7 +113,16 @@ class EmbeddedPostgres:
             self._initdb()
         self._pg_ctl_start(timeout)
         self._bootstrap(timeout)
+        self._write_run_file()
         return True
+
+    def _write_run_file(self) -> None:
+        """run/postgres.json: the pid and port, like every embedded service (postmaster.pid stays the truth)."""
+        run = self.settings.home / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "postgres.json").write_text(json.dumps(
+            {"pid": self.postmaster_pid(), "port": self.db.port, "data_dir": str(self.data), "started_at": time.time()}
+        ))
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Fast shutdown (SIGINT: roll back sessions, checkpoint, exit). Returns False when not running."""
@@ -122,6 +132,7 @@ class EmbeddedPostgres:
         clean = process.stop_pid(pid, signal.SIGINT, timeout)
         if not clean:
             (self.data / "postmaster.pid").unlink(missing_ok=True)
+        (self.settings.home / "run" / "postgres.json").unlink(missing_ok=True)
         return True
 
     # -- steps ------------------------------------------------------------------------------------------

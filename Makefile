@@ -24,7 +24,7 @@ install: $(BIN)/.installed
 
 ## up: create .venv, install, start the embedded stack (PostgreSQL + pgvector), migrate
 up: $(BIN)/.installed
-	$(SO) up $(STACK)
+	$(SO) up $(STACK) $(if $(COMPOSE),,--seed)
 
 down: $(BIN)/.installed
 	$(SO) down $(STACK)

@@ -54,6 +54,21 @@ def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
         assert stopped["state"] == "stopped" and stopped["pid"] is None
 
 
+def test_up_seed_loads_sample_data_only_into_a_new_database(fresh_stack):
+    first = fresh_stack.cli("up", "--seed")
+    assert first.returncode == 0, first.stderr
+    assert "seeded the new database with 51 sample rows" in first.stdout
+    with psycopg.connect(fresh_stack.url) as conn:
+        assert conn.execute("SELECT count(*) FROM projects").fetchone()[0] == 4
+        conn.execute("DELETE FROM projects")
+        conn.commit()
+    assert fresh_stack.cli("down").returncode == 0
+    again = fresh_stack.cli("up", "--seed")
+    assert again.returncode == 0 and "seeded" not in again.stdout  # an existing database is left alone
+    with psycopg.connect(fresh_stack.url) as conn:
+        assert conn.execute("SELECT count(*) FROM projects").fetchone()[0] == 0
+
+
 def test_listens_on_loopback_only(running_stack):
     port = running_stack.settings.db.port
     with socket.create_connection(("127.0.0.1", port), timeout=1):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console, emit_json, human_bytes, settings, table
+from studioops.cli.output import console, emit_json, human_bytes, say, settings, table
 
 app = typer.Typer(help="Backups of the database and every object: create, list, verify, restore, prune.",
                   no_args_is_help=True)
@@ -50,14 +50,13 @@ def create(
         emit_json(result.as_dict())
         return
     rows = sum(t["rows"] for t in result.tables.values())
-    out = console()
-    out.print(f"created {result.path} ({human_bytes(result.size)}) in {result.seconds:.1f}s: "
+    say(f"created {result.path} ({human_bytes(result.size)}) in {result.seconds:.1f}s: "
               f"{len(result.tables)} tables, {rows} rows, "
               f"{result.objects} objects ({human_bytes(result.object_bytes)})")
     if result.uploaded:
-        out.print(f"uploaded to {result.uploaded}")
+        say(f"uploaded to {result.uploaded}")
     for name in result.pruned:
-        out.print(f"pruned {name}")
+        say(f"pruned {name}")
 
 
 @app.command("list")
@@ -89,7 +88,7 @@ def verify(
         emit_json(result.as_dict())
         return
     rows = sum(t["rows"] for t in result.tables.values())
-    console().print(f"verified {result.archive.name}: {result.members_checked} checksums, {len(result.tables)} "
+    say(f"verified {result.archive.name}: {result.members_checked} checksums, {len(result.tables)} "
                     f"tables ({rows} rows) restored and identical, {result.objects} objects, "
                     f"{result.seconds:.1f}s")
 
@@ -113,7 +112,7 @@ def restore(
     verb = "would restore" if dry_run else "restored"
     extra = f", {'would delete' if dry_run else 'deleted'} {result.deleted_objects} objects not in the archive" \
         if result.deleted_objects else ""
-    console().print(f"{verb} {result.archive.name}: {len(result.tables)} tables ({rows} rows), "
+    say(f"{verb} {result.archive.name}: {len(result.tables)} tables ({rows} rows), "
                     f"{result.objects} objects ({human_bytes(result.object_bytes)}){extra}")
 
 
@@ -127,6 +126,6 @@ def prune(as_json: bool = typer.Option(False, "--json", help="Print the result a
         emit_json({"deleted": deleted})
         return
     for name in deleted:
-        console().print(f"pruned {name}")
+        say(f"pruned {name}")
     if not deleted:
-        console().print("nothing to prune")
+        say("nothing to prune")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from studioops.cli.output import console, emit_json, settings, table
+from studioops.cli.output import emit_json, say, settings, table
 
 app = typer.Typer(help="The database: URL, migrations, seed data.", no_args_is_help=True)
 
@@ -31,15 +31,14 @@ def migrate(
     from studioops.envfile import guard_production
 
     guard_production(settings())
-    out = console()
-    progress = None if as_json else (lambda name, secs: out.print(f"applied {name} ({secs * 1000:.0f} ms)"))
+    progress = None if as_json else (lambda name, secs: say(f"applied {name} ({secs * 1000:.0f} ms)"))
     names = _migrator().migrate(dry_run=dry_run, on_progress=progress)
     if as_json:
         emit_json({"dry_run": dry_run, "migrations": names})
     elif dry_run:
-        out.print("would apply: " + ", ".join(names) if names else "nothing to apply")
+        say("would apply: " + ", ".join(names) if names else "nothing to apply")
     elif not names:
-        out.print("nothing to apply: the database is up to date")
+        say("nothing to apply: the database is up to date")
 
 
 @app.command("status")
@@ -57,7 +56,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
             rows.append([m.filename, state, m.executed_at.strftime("%Y-%m-%d %H:%M:%S %Z"), m.duration_ms])
         rows += [[name, "pending", "", ""] for name in result.pending]
         table(None, ["migration", "state", "applied at", "ms"], rows)
-        console().print(f"head: {result.head or 'none'}")
+        say(f"head: {result.head or 'none'}")
     if not result.ok:
         raise typer.Exit(1)
 
@@ -78,13 +77,12 @@ def repair(as_json: bool = typer.Option(False, "--json", help="Print the result 
     if as_json:
         emit_json({"rechecksummed": result.rechecksummed, "forgotten_failures": result.forgotten_failures})
         return
-    out = console()
     for name in result.rechecksummed:
-        out.print(f"accepted the edit of {name} (checksum re-recorded)")
+        say(f"accepted the edit of {name} (checksum re-recorded)")
     for name in result.forgotten_failures:
-        out.print(f"forgot the failed run of {name}; `studioops db migrate` will run it again")
+        say(f"forgot the failed run of {name}; `studioops db migrate` will run it again")
     if not (result.rechecksummed or result.forgotten_failures):
-        out.print("nothing to repair")
+        say("nothing to repair")
 
 
 @app.command("seed")
@@ -106,11 +104,11 @@ def seed(
                 "--reset deletes every row of the app tables and needs a confirmation. Add --yes to confirm"
             )
         if not typer.confirm(f"Delete every row of {', '.join(seed_module.APP_TABLES)} in {s.db}?"):
-            console().print("cancelled")
+            say("cancelled")
             raise typer.Exit(1)
     result = seed_module.seed(s.db, reset=reset)
     if as_json:
         emit_json({"inserted": result.inserted, "total": result.total})
     else:
         detail = ", ".join(f"{k} {v}" for k, v in result.inserted.items() if v)
-        console().print(f"seeded {result.total} row(s)" + (f": {detail}" if detail else " (already seeded)"))
+        say(f"seeded {result.total} row(s)" + (f": {detail}" if detail else " (already seeded)"))

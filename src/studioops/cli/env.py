@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console
+from studioops.cli.output import say
 
 app = typer.Typer(help="Environment files: write a .env with strong random secrets.", no_args_is_help=True)
 
@@ -21,5 +21,5 @@ def init(
     from studioops.envfile import init_env
 
     generated = init_env(path, production=production, force=force)
-    console().print(f"wrote {path} ({'production' if production else 'development'}) with "
+    say(f"wrote {path} ({'production' if production else 'development'}) with "
                     f"{len(generated)} fresh secrets: {', '.join(sorted(generated))}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from studioops.cli.output import console, emit_json, settings, table
+from studioops.cli.output import emit_json, say, settings, table
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +29,7 @@ def health(
         rows = [[name, c["service"], c["status"], f"{c['latency_ms']:.1f}", c.get("error", "")]
                 for name, c in result.items() if isinstance(c, dict)]
         table(None, ["check", "service", "status", "ms", "error"], rows)
-        console().print(f"overall: {result['overall']}")
+        say(f"overall: {result['overall']}")
     raise typer.Exit(EXIT_CODES[result["overall"]])
 
 

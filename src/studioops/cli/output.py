@@ -16,6 +16,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise SystemExit(code)
 
 
+def say(text: str, stderr: bool = False) -> None:
+    """One plain line for people. (Rich is imported only for tables and progress bars: it costs ~20 ms.)"""
+    print(text, file=sys.stderr if stderr else sys.stdout)
+
+
 def emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 

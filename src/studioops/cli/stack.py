@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from studioops.cli.output import console, emit_json, settings, table
+from studioops.cli.output import emit_json, say, settings, table
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +27,7 @@ def _render_services(services) -> None:
 def up(
     timeout: str = typer.Option("30s", "--timeout", help="How long to wait for each service (30s, 2m)."),
     use_compose: bool = typer.Option(False, "--compose", help="Start the Docker Compose stack instead."),
+    seed: bool = typer.Option(False, "--seed", help="Load the sample data into a database created by this run."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Start the embedded stack, apply pending migrations, and print what runs where."""
@@ -40,24 +41,25 @@ def up(
         guard_production(settings())
         compose.up(settings(), timeout=max(parse_duration(timeout), 120))
         return
-    result = stack.up(settings(), timeout=parse_duration(timeout))
+    result = stack.up(settings(), timeout=parse_duration(timeout), seed=seed)
     if as_json:
         emit_json(result.as_dict())
         return
-    out = console()
     for note in result.notes:
-        out.print(f"note: {note}")
+        say(f"note: {note}")
     if result.already_running and not result.started:
-        out.print(f"already running: {', '.join(result.already_running)}")
+        say(f"already running: {', '.join(result.already_running)}")
     elif result.started:
-        out.print(f"started {', '.join(result.started)} in {result.seconds:.2f}s")
-    if result.buckets_created:
-        out.print(f"created buckets and folders: {', '.join(result.buckets_created)}")
+        say(f"started {', '.join(result.started)} in {result.seconds:.2f}s")
     if result.migrations_applied:
-        out.print(f"applied {len(result.migrations_applied)} migration(s): {', '.join(result.migrations_applied)}")
+        say(f"applied {len(result.migrations_applied)} migration(s): {', '.join(result.migrations_applied)}")
+    if result.seeded:
+        say(f"seeded the new database with {result.seeded} sample rows (studioops db seed --reset to reload)")
+    if result.buckets_created:
+        say(f"created buckets and folders: {', '.join(result.buckets_created)}")
     _render_services(result.services)
     db = settings().db
-    out.print(f"DATABASE_URL={db}   (full URL: studioops db url)")
+    say(f"DATABASE_URL={db}   (full URL: studioops db url)")
 
 
 def down(
@@ -75,7 +77,7 @@ def down(
         return
 
     stopped = stack.down(settings(), timeout=parse_duration(timeout))
-    console().print(f"stopped {', '.join(stopped)}" if stopped else "already stopped")
+    say(f"stopped {', '.join(stopped)}" if stopped else "already stopped")
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
@@ -149,7 +151,7 @@ def clean(
         kept = "" if include_backups else f" (backups in {s.backups} are kept)"
         answer = input(f"This will remove all data in {s.home}{kept}. Are you sure? (y/N): ")
         if answer.strip().lower() not in {"y", "yes"}:
-            console().print("Operation cancelled")
+            say("Operation cancelled")
             raise typer.Exit(1)
     removed = stack.clean(s, include_backups=include_backups)
-    console().print(f"removed {len(removed)} item(s) under {s.home}" if removed else "nothing to remove")
+    say(f"removed {len(removed)} item(s) under {s.home}" if removed else "nothing to remove")

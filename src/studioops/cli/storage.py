@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console, emit_json, human_bytes, settings, table
+from studioops.cli.output import console, emit_json, human_bytes, say, settings, table
 
 app = typer.Typer(help="Object storage (S3): buckets, objects, presigned URLs, policies.", no_args_is_help=True)
 
@@ -55,8 +55,8 @@ def init(
         emit_json({"created": created, "policies": [p.as_dict() for p in policies]})
         return
     for bucket, items in created.items():
-        console().print(f"{bucket}: created {', '.join(items)}")
-    console().print("buckets: " + ", ".join(f"{p.bucket} ({p.access})" for p in policies))
+        say(f"{bucket}: created {', '.join(items)}")
+    say("buckets: " + ", ".join(f"{p.bucket} ({p.access})" for p in policies))
 
 
 @app.command("ls")
@@ -102,7 +102,7 @@ def put(
         raise StudioOpsError(f"no such file: {file}. Give the path of a file to upload")
     with _progress(f"put {key}", file.stat().st_size) as progress:
         info = _storage().put_file(file, bucket, key, progress=progress, content_type=content_type)
-    console().print(f"uploaded {bucket}/{key} ({human_bytes(info.size)})")
+    say(f"uploaded {bucket}/{key} ({human_bytes(info.size)})")
 
 
 @app.command("get")
@@ -126,7 +126,7 @@ def get(
         path = path / key.rsplit("/", 1)[-1]
     with _progress(f"get {key}", info.size) as progress:
         storage.get_file(bucket, key, path, progress=progress)
-    console(stderr=True).print(f"downloaded {bucket}/{key} to {path} ({human_bytes(info.size)})")
+    say(stderr=True, text=f"downloaded {bucket}/{key} to {path} ({human_bytes(info.size)})")
 
 
 @app.command("rm")
@@ -138,7 +138,7 @@ def rm(target: str = typer.Argument(..., help="BUCKET/KEY")) -> None:
     storage = _storage()
     storage.head(bucket, key)  # say "not found" rather than succeed silently
     storage.delete(bucket, key)
-    console().print(f"deleted {bucket}/{key}")
+    say(f"deleted {bucket}/{key}")
 
 
 @app.command("usage")

@@ -40,6 +40,7 @@ class UpResult:
     already_running: list[str] = field(default_factory=list)
     migrations_applied: list[str] = field(default_factory=list)
     buckets_created: list[str] = field(default_factory=list)
+    seeded: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -50,13 +51,15 @@ class UpResult:
             "already_running": self.already_running,
             "migrations_applied": self.migrations_applied,
             "buckets_created": self.buckets_created,
+            "seeded_rows": self.seeded,
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
 
 
-def up(settings: Settings, timeout: float = 30.0) -> UpResult:
-    """Start what is not running, migrate the database, and report what runs where."""
+def up(settings: Settings, timeout: float = 30.0, seed: bool = False) -> UpResult:
+    """Start what is not running, migrate the database, and report what runs where. With `seed`, a database
+    that this call migrated from empty also gets the sample data (as `supabase start` seeds a new database)."""
     from studioops.db.migrate import Migrator
     from studioops.envfile import guard_production
     from studioops.storage import Storage
@@ -69,7 +72,13 @@ def up(settings: Settings, timeout: float = 30.0) -> UpResult:
     for service, started in zip(services, _each(services, lambda s: s.start(timeout=timeout)), strict=True):
         (result.started if started else result.already_running).append(service.name)
         result.notes.extend(service.notes)
-    result.migrations_applied = Migrator(settings.db, settings.studioops_migrations_dir).migrate()
+    migrator = Migrator(settings.db, settings.studioops_migrations_dir)
+    fresh = migrator.status().head is None
+    result.migrations_applied = migrator.migrate()
+    if seed and fresh and result.migrations_applied:
+        from studioops.db.seed import seed as load_seed
+
+        result.seeded = load_seed(settings.db).total
     created = Storage.from_settings(settings).init_layout(
         parse_buckets(settings.storage_public_buckets), parse_buckets(settings.storage_extra_buckets))
     result.buckets_created = sorted(created)

@@ -137,7 +137,8 @@ class EmbeddedS3:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
         config.chmod(0o600)
-        taken = {self.port, self.port + GRPC_OFFSET}
+        # Never hand PostgreSQL's port to SeaweedFS: both start at the same moment, so it is still free now.
+        taken = {self.port, self.port + GRPC_OFFSET, self.settings.db.port}
         ports = {name: _pick_port_pair(taken) for name in COMPONENTS}
         run = self.settings.home / "run"
         args = [

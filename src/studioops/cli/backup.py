@@ -89,8 +89,8 @@ def verify(
         return
     rows = sum(t["rows"] for t in result.tables.values())
     say(f"verified {result.archive.name}: {result.members_checked} checksums, {len(result.tables)} "
-                    f"tables ({rows} rows) restored and identical, {result.objects} objects, "
-                    f"{result.seconds:.1f}s")
+        f"tables ({rows} rows) restored and identical, {result.objects} objects, "
+        f"{result.seconds:.1f}s")
 
 
 @app.command("restore")
@@ -113,7 +113,7 @@ def restore(
     extra = f", {'would delete' if dry_run else 'deleted'} {result.deleted_objects} objects not in the archive" \
         if result.deleted_objects else ""
     say(f"{verb} {result.archive.name}: {len(result.tables)} tables ({rows} rows), "
-                    f"{result.objects} objects ({human_bytes(result.object_bytes)}){extra}")
+        f"{result.objects} objects ({human_bytes(result.object_bytes)}){extra}")
 
 
 @app.command("prune")

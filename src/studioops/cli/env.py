@@ -22,4 +22,4 @@ def init(
 
     generated = init_env(path, production=production, force=force)
     say(f"wrote {path} ({'production' if production else 'development'}) with "
-                    f"{len(generated)} fresh secrets: {', '.join(sorted(generated))}")
+        f"{len(generated)} fresh secrets: {', '.join(sorted(generated))}")

@@ -20,7 +20,7 @@ import pytest
 
 from studioops import stack
 from studioops.config import Settings, reset_settings
-from studioops.stack.process import free_port, wait_until
+from studioops.stack.process import wait_until
 
 PASSWORD = "test-password-1234"
 # The newest migration shipped with the package: what a fully migrated database reports as its head.
@@ -72,13 +72,26 @@ class Stack:
         )
 
 
+def stack_port() -> int:
+    """A free port above Linux's ephemeral range (32768-60999): between choosing it and the server binding it,
+    no outgoing connection of the test run can take it."""
+    import random
+
+    from studioops.stack.process import port_is_free
+
+    while True:
+        port = random.randint(61000, 65000)
+        if port_is_free(port):
+            return port
+
+
 def make_stack(root: Path) -> Stack:
     home = root / f"home-{uuid.uuid4().hex[:8]}"
     home.mkdir(parents=True)
     env = {
         "STUDIOOPS_HOME": str(home),
-        "DATABASE_URL": f"postgresql://studioops:{PASSWORD}@localhost:{free_port()}/studioops",
-        "MINIO_ENDPOINT": f"localhost:{free_port()}",
+        "DATABASE_URL": f"postgresql://studioops:{PASSWORD}@localhost:{stack_port()}/studioops",
+        "MINIO_ENDPOINT": f"localhost:{stack_port()}",
         "MINIO_ACCESS_KEY": "test-access",
         "MINIO_SECRET_KEY": "test-secret-key-1234",
     }
@@ -89,7 +102,7 @@ class ApiServer:
     """`studioops api` in a subprocess, as an operator runs it."""
 
     def __init__(self, stack: Stack) -> None:
-        self.port = free_port()
+        self.port = stack_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STUDIOOPS_", "MINIO_"))}
         self.log = stack.home / f"api-{self.port}.log"

@@ -55,15 +55,16 @@ def s3_host_port(settings: Settings) -> tuple[str, int]:
 
 
 def _pick_port_pair(taken: set[int]) -> int:
-    """A port P with P and P + 10000 free (below the usual ephemeral range, so clients rarely collide)."""
+    """A port P with P and P + 10000 free, both below Linux's ephemeral range (32768+), so that no outgoing
+    connection can grab one between our check and SeaweedFS's bind."""
     for _ in range(500):
-        port = random.randint(20000, 29999)
+        port = random.randint(20000, 22767)
         if {port, port + GRPC_OFFSET} & taken:
             continue
         if process.port_is_free(port) and process.port_is_free(port + GRPC_OFFSET):
             taken.update({port, port + GRPC_OFFSET})
             return port
-    raise PortInUseError("found no free pair of ports for SeaweedFS between 20000 and 40000. Free some ports")
+    raise PortInUseError("found no free pair of ports for SeaweedFS in 20000-32767. Free some ports")
 
 
 class EmbeddedS3:

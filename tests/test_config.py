@@ -72,3 +72,9 @@ def test_durations(text, seconds):
 def test_bad_duration():
     with pytest.raises(ConfigError, match="30s, 15m, 1h or 7d"):
         parse_duration("soon")
+
+
+def test_a_malformed_setting_is_named(monkeypatch):
+    monkeypatch.setenv("MINIO_SECURE", "sometimes")
+    with pytest.raises(ConfigError, match="MINIO_SECURE is invalid"):
+        get_settings()

@@ -158,13 +158,9 @@ def get_settings() -> Settings:
     """The process's settings, built on first use so that `--help` needs no environment."""
     try:
         return Settings()
-    except ValidationError as exc:
+    except ValidationError as exc:  # (our own validators raise ConfigError, which pydantic lets through)
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        # ConfigError raised by our validators arrives wrapped; unwrap its message.
-        ctx_error = first.get("ctx", {}).get("error")
-        if isinstance(ctx_error, ConfigError):
-            raise ctx_error from None
         raise ConfigError(f"{name} is invalid: {first['msg']}. Fix it in the environment or .env") from None
 
 

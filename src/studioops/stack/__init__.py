@@ -73,7 +73,7 @@ def up(settings: Settings, timeout: float = 30.0, seed: bool = False) -> UpResul
         (result.started if started else result.already_running).append(service.name)
         result.notes.extend(service.notes)
     migrator = Migrator(settings.db, settings.studioops_migrations_dir)
-    fresh = migrator.status().head is None
+    fresh = seed and migrator.status().head is None  # only --seed needs to know
     result.migrations_applied = migrator.migrate()
     if seed and fresh and result.migrations_applied:
         from studioops.db.seed import seed as load_seed

@@ -19,6 +19,7 @@ from studioops.errors import ConfigError
 DEFAULT_DATABASE_URL = "postgresql://studioops:studioops123@localhost:5432/studioops"
 PACKAGE_MIGRATIONS_DIR = Path(__file__).parent / "db" / "migrations"
 REDACTED = "***"
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})  # served by the embedded stack
 
 
 class Settings(BaseSettings):
@@ -73,6 +74,11 @@ class Settings(BaseSettings):
         return self.studioops_home.expanduser().absolute()
 
     @property
+    def langfuse_enabled(self) -> bool:
+        """Langfuse tracing is on when both keys are set."""
+        return bool(self.langfuse_public_key and self.langfuse_secret_key.get_secret_value())
+
+    @property
     def backups(self) -> Path:
         return (self.backup_dir.expanduser().absolute() if self.backup_dir else self.home / "backups")
 
@@ -112,7 +118,7 @@ class DatabaseURL:
 
     @property
     def is_local(self) -> bool:
-        return self.host in {"localhost", "127.0.0.1", "::1"}
+        return self.host in LOCAL_HOSTS
 
     def with_database(self, dbname: str) -> str:
         """The same URL pointing at another database (for scratch and maintenance connections)."""

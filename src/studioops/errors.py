@@ -4,6 +4,11 @@ Each message says what went wrong and what to do next, and never holds a secret.
 """
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message folded onto one line (for health details, metrics and logs)."""
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
+
+
 class StudioOpsError(Exception):
     """A failure a user can fix. `exit_code` is what the CLI exits with."""
 

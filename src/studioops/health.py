@@ -14,6 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from studioops.config import Settings, redact_url
+from studioops.errors import one_line
 
 HEALTHY, DEGRADED, UNHEALTHY, DISABLED = "healthy", "degraded", "unhealthy", "disabled"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
@@ -45,7 +46,7 @@ def check_database(settings: Settings, pool=None, timeout: float = DEFAULT_TIMEO
         with borrow(settings.db, pool, timeout) as conn:
             value = conn.execute("SELECT 1").fetchone()[0]
     except Exception as exc:
-        return _result("postgresql", UNHEALTHY, started, error=_one_line(exc))
+        return _result("postgresql", UNHEALTHY, started, error=one_line(exc, 500))
     details = {"connection": "successful", "address": f"{settings.db.host}:{settings.db.port}"}
     return _result("postgresql", HEALTHY if value == 1 else UNHEALTHY, started, details)
 
@@ -59,12 +60,8 @@ def check_storage(settings: Settings, timeout: float = DEFAULT_TIMEOUT, bucket: 
     try:
         storage.head_bucket(bucket)
     except Exception as exc:
-        return _result("s3", DEGRADED, started, error=_one_line(exc))
+        return _result("s3", DEGRADED, started, error=one_line(exc, 500))
     return _result("s3", HEALTHY, started, {"endpoint": settings.minio_endpoint, "bucket": bucket})
-
-
-def langfuse_enabled(settings: Settings) -> bool:
-    return bool(settings.langfuse_public_key and settings.langfuse_secret_key.get_secret_value())
 
 
 def _local_traces(settings: Settings, pool, timeout: float) -> dict[str, Any]:
@@ -85,7 +82,7 @@ def check_observability(settings: Settings, timeout: float = DEFAULT_TIMEOUT, po
     local trace store's count and error rate either way."""
     local = _local_traces(settings, pool, timeout)
     started = time.perf_counter()
-    if not langfuse_enabled(settings):
+    if not settings.langfuse_enabled:
         return _result("langfuse", DISABLED, started,
                        {"reason": "LANGFUSE_PUBLIC_KEY/SECRET_KEY not set", **local})
     import httpx
@@ -94,16 +91,11 @@ def check_observability(settings: Settings, timeout: float = DEFAULT_TIMEOUT, po
     try:
         response = httpx.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
-        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local}, _one_line(exc))
+        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local}, one_line(exc, 500))
     if response.status_code != 200:
         return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local},
                        f"HTTP {response.status_code} from {url}")
     return _result("langfuse", HEALTHY, started, {"host": settings.langfuse_host, **local})
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:500]
 
 
 def overall(checks: dict[str, dict]) -> str:

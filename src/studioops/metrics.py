@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studioops.config import Settings
+from studioops.errors import one_line
 
 
 @dataclass
@@ -90,7 +91,6 @@ def disk_metrics(settings: Settings) -> dict:
 def observability_metrics(settings: Settings, pool=None) -> dict:
     """Trace count and error rate from the local trace store, plus Langfuse's own count when it is configured."""
     from studioops.db.connect import borrow
-    from studioops.health import langfuse_enabled
     from studioops.observability.store import langfuse_trace_count, trace_stats
 
     try:
@@ -98,8 +98,8 @@ def observability_metrics(settings: Settings, pool=None) -> dict:
             out = trace_stats(conn)
     except Exception as exc:
         out = {"traces_count": None, "error_rate": None, "status": "unavailable",
-               "reason": " ".join(str(exc).split())[:200]}
-    if langfuse_enabled(settings):
+               "reason": one_line(exc, 200)}
+    if settings.langfuse_enabled:
         out["langfuse_traces_count"] = langfuse_trace_count(
             settings.langfuse_host, settings.langfuse_public_key, settings.langfuse_secret_key.get_secret_value())
     return out
@@ -112,13 +112,13 @@ def get_infrastructure_metrics(settings: Settings, sampler: TpsSampler | None = 
     try:
         out["database"] = database_metrics(settings, sampler, pool, first_window=0.5 if pool is None else 0)
     except Exception as exc:
-        out["database"] = {"error": " ".join(str(exc).split())[:300]}
+        out["database"] = {"error": one_line(exc)}
     storage: dict[str, Any] = {"disk_space": disk_metrics(settings)}
     try:
         storage["minio_usage"] = storage_metrics(settings)
     except Exception as exc:
         storage["minio_usage"] = None
-        storage["error"] = " ".join(str(exc).split())[:300]
+        storage["error"] = one_line(exc)
     out["storage"] = storage
     out["observability"] = observability_metrics(settings, pool)
     return out

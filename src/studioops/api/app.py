@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from studioops import __version__
 from studioops.api.http_metrics import HttpMetrics
 from studioops.config import Settings, get_settings
+from studioops.errors import one_line
 from studioops.health import UNHEALTHY, check_infrastructure_health
 from studioops.metrics import InfrastructureCollector
 
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None, health_timeout: float = 2.0, ca
             with state["pool"].connection(timeout=health_timeout) as conn:
                 status = Migrator(settings.db, settings.studioops_migrations_dir).status(conn)
         except Exception as exc:
-            return {"ready": False, "reason": "database unavailable: " + " ".join(str(exc).split())[:200]}
+            return {"ready": False, "reason": "database unavailable: " + one_line(exc, 200)}
         if not status.ok:
             return {"ready": False, "reason": "migrations pending or failed", "pending": status.pending,
                     "drifted": status.drifted, "failed": status.failed}

@@ -6,6 +6,7 @@ any external DATABASE_URL and S3 endpoint alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -91,9 +92,8 @@ def create_backup(settings: Settings, to: Path | None = None, weekly: bool = Fal
             progress("objects", 0, total_bytes)
             for index, (bucket, obj) in enumerate(objects):
                 member = f"objects/{index:06d}"
-                body = storage.client.get_object(Bucket=bucket, Key=obj.key)["Body"]
-                checked = writer.add_stream(member, body, obj.size)
-                body.close()
+                with contextlib.closing(storage.open(bucket, obj.key)) as body:
+                    checked = writer.add_stream(member, body, obj.size)
                 entries.append({"bucket": bucket, "key": obj.key, "member": member, **checked})
                 done += obj.size
                 progress("objects", done, total_bytes)

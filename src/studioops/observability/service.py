@@ -87,13 +87,12 @@ class ObservabilityService:
         atexit.register(self.shutdown)
 
     def _default_sinks(self) -> list:
-        from studioops.health import langfuse_enabled
         from studioops.observability.sinks import LangfuseSink, LocalStoreSink
 
         sinks: list = []
         if self.settings.observability_local_store:
             sinks.append(LocalStoreSink(self.settings.db))
-        if langfuse_enabled(self.settings):
+        if self.settings.langfuse_enabled:
             sinks.append(LangfuseSink(self.settings))
         return sinks
 

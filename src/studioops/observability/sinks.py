@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from studioops.config import DatabaseURL, Settings
+from studioops.errors import one_line
 from studioops.observability.records import TraceRecord, as_text, langfuse_trace_id
 
 log = logging.getLogger("studioops.observability")
@@ -84,7 +85,7 @@ class LocalStoreSink:
                     copy.write_row(row)
             self.written += len(rows)
         except Exception as exc:
-            self._failures.failed(len(rows), " ".join(str(exc).split())[:200])
+            self._failures.failed(len(rows), one_line(exc, 200))
             self._drop_connection()
 
     def _drop_connection(self) -> None:

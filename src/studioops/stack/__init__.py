@@ -75,7 +75,7 @@ def up(settings: Settings, timeout: float = 30.0, seed: bool = False) -> UpResul
     migrator = Migrator(settings.db, settings.studioops_migrations_dir)
     fresh = seed and migrator.status().head is None  # only --seed needs to know
     result.migrations_applied = migrator.migrate()
-    if seed and fresh and result.migrations_applied:
+    if fresh and result.migrations_applied:
         from studioops.db.seed import seed as load_seed
 
         result.seeded = load_seed(settings.db).total

@@ -28,9 +28,9 @@ def compose_file(settings: Settings) -> Path:
     return path.absolute()
 
 
-def check_engine(docker: str | None = None) -> str:
+def check_engine() -> str:
     """The docker client's path once it has been shown to reach an engine; one clear error otherwise."""
-    docker = docker or shutil.which("docker")
+    docker = shutil.which("docker")
     if not docker:
         raise DockerUnavailableError(
             "the docker client is not installed, so --compose cannot work here. Install Docker, "
@@ -49,17 +49,16 @@ def check_engine(docker: str | None = None) -> str:
     return docker
 
 
-def compose(settings: Settings, *args: str, capture: bool = False, docker: str | None = None):
+def compose(settings: Settings, *args: str) -> None:
     """Run `docker compose -f FILE [--env-file .env] ARGS` (after checking the engine)."""
-    docker = check_engine(docker)
+    docker = check_engine()
     command = [docker, "compose", "-f", str(compose_file(settings))]
     if Path(".env").is_file():
         command += ["--env-file", str(Path(".env").absolute())]
-    result = subprocess.run([*command, *args], capture_output=capture, text=True)
+    result = subprocess.run([*command, *args])
     if result.returncode != 0:
         raise StudioOpsError(f"docker compose {' '.join(args)} failed (exit {result.returncode}). "
                              "Its output above says why; `studioops logs --compose` shows the services' logs")
-    return result
 
 
 def up(settings: Settings, timeout: float = 300) -> None:

@@ -7,7 +7,6 @@ so two stacks run side by side. Everything binds 127.0.0.1, telemetry is off.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from studioops.config import Settings
+from studioops.config import LOCAL_HOSTS, Settings
 from studioops.errors import BinaryNotFoundError, ConfigError, PortInUseError
 from studioops.stack import process
 from studioops.stack.service import ServiceState
@@ -77,13 +76,14 @@ class EmbeddedS3:
         self.root = settings.home / "s3"
         self.data = self.root / "data"
         self.log = self.root / "weed.log"
-        self.run_file = settings.home / "run" / "s3.json"
+        self.run_dir = settings.home / "run"
+        self.run_file = self.run_dir / "s3.json"
         self.host, self.port = s3_host_port(settings)
         self.notes: list[str] = []
 
     @property
     def is_local(self) -> bool:
-        return self.host in {"localhost", "127.0.0.1", "::1"}
+        return self.host in LOCAL_HOSTS
 
     # -- state ------------------------------------------------------------------------------------------
     def _run_info(self) -> dict | None:
@@ -129,7 +129,7 @@ class EmbeddedS3:
                 f"a free port in MINIO_ENDPOINT (e.g. MINIO_ENDPOINT=localhost:{self.port + 1})"
             )
         self.data.mkdir(parents=True, exist_ok=True)
-        (self.settings.home / "run").mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.root / "s3.json"
         config.write_text(json.dumps({"identities": [{
             "name": "studioops",
@@ -141,7 +141,6 @@ class EmbeddedS3:
         # Never hand PostgreSQL's port to SeaweedFS: both start at the same moment, so it is still free now.
         taken = {self.port, self.port + GRPC_OFFSET, self.settings.db.port}
         ports = {name: _pick_port_pair(taken) for name in COMPONENTS}
-        run = self.settings.home / "run"
         args = [
             weed_binary(), "mini",
             f"-dir={self.data}",
@@ -152,7 +151,7 @@ class EmbeddedS3:
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             # Volume servers wait preStopSeconds between their last heartbeat and stopping: 0 for a fast down.
             "-volume.preStopSeconds=0",
-            f"-filer.localSocket={run / 'filer.sock'}", f"-s3.localSocket={run / 's3.sock'}",
+            f"-filer.localSocket={self.run_dir / 'filer.sock'}", f"-s3.localSocket={self.run_dir / 's3.sock'}",
         ]
         for name, port in ports.items():
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + GRPC_OFFSET}"]
@@ -176,7 +175,6 @@ class EmbeddedS3:
 
     def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
         from studioops.storage import Storage
-        from studioops.storage.client import endpoint_url
 
         deadline = time.monotonic() + timeout
         while not process.port_accepts(self.port):
@@ -187,9 +185,7 @@ class EmbeddedS3:
                 self.stop()
                 raise process.fail_with_log(f"SeaweedFS did not serve S3 within {timeout:.0f}s", self.log)
             time.sleep(0.05)
-        storage = Storage(endpoint_url(self.settings), self.settings.minio_access_key,
-                          self.settings.minio_secret_key.get_secret_value(), self.settings.minio_region, timeout=2)
-        storage.wait_ready(max(1.0, deadline - time.monotonic()))
+        Storage.from_settings(self.settings, timeout=2).wait_ready(max(1.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGINT, SeaweedFS's own graceful shutdown (~1 s with preStopSeconds=0; SIGTERM waits ~12 s)."""
@@ -200,9 +196,7 @@ class EmbeddedS3:
         process.stop_pid(pid, signal.SIGINT, timeout)
         self.run_file.unlink(missing_ok=True)
         for sock in ("filer.sock", "s3.sock"):
-            with_path = self.settings.home / "run" / sock
-            if with_path.exists() and not os.path.isdir(with_path):
-                with_path.unlink(missing_ok=True)
+            (self.run_dir / sock).unlink(missing_ok=True)
         return True
 
 

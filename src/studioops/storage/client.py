@@ -46,6 +46,12 @@ class BucketUsage:
     bytes: int
 
 
+def _check(bucket: str, key: str) -> None:
+    """Refuse a bad bucket or key before any request."""
+    validate_bucket(bucket)
+    validate_key(key)
+
+
 def endpoint_url(settings: Settings) -> str:
     endpoint = settings.minio_endpoint
     if "://" in endpoint:
@@ -192,8 +198,7 @@ class Storage:
     def put_file(self, path: Path, bucket: str, key: str, progress: Callable[[int], None] | None = None,
                  content_type: str | None = None) -> ObjectInfo:
         """Upload a file, streamed (multipart above 64 MB)."""
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         extra = {"ContentType": content_type} if content_type else None
         self._call(f"put {bucket}/{key}", lambda: self.client.upload_file(
             str(path), bucket, key, ExtraArgs=extra, Callback=progress, Config=self._transfer_config()))
@@ -202,20 +207,17 @@ class Storage:
     def put_stream(self, stream: IO[bytes], bucket: str, key: str,
                    progress: Callable[[int], None] | None = None) -> None:
         """Upload from a readable binary stream of unknown length (multipart, chunk by chunk)."""
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         self._call(f"put {bucket}/{key}", lambda: self.client.upload_fileobj(
             stream, bucket, key, Callback=progress, Config=self._transfer_config()))
 
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         self._call(f"put {bucket}/{key}", lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data))
 
     def get_file(self, bucket: str, key: str, path: Path, progress: Callable[[int], None] | None = None) -> None:
         """Download to `path`, streamed; written to a temporary name first so a failure leaves no partial file."""
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         tmp = path.with_name(f".{path.name}.part")
         try:
             self._call(f"get {bucket}/{key}", lambda: self.client.download_file(
@@ -226,14 +228,17 @@ class Storage:
 
     def get_stream(self, bucket: str, key: str, out: IO[bytes],
                    progress: Callable[[int], None] | None = None) -> None:
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         self._call(f"get {bucket}/{key}", lambda: self.client.download_fileobj(
             bucket, key, out, Callback=progress, Config=self._transfer_config()))
 
+    def open(self, bucket: str, key: str) -> IO[bytes]:
+        """A streaming body for one object (close it after reading)."""
+        _check(bucket, key)
+        return self._call(f"get {bucket}/{key}", lambda: self.client.get_object(Bucket=bucket, Key=key)["Body"])
+
     def get_bytes(self, bucket: str, key: str) -> bytes:
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         return self._call(f"get {bucket}/{key}",
                           lambda: self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
@@ -244,21 +249,18 @@ class Storage:
             return None
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         r = self._call(f"head {bucket}/{key}", lambda: self.client.head_object(Bucket=bucket, Key=key))
         return ObjectInfo(key, r["ContentLength"], r["ETag"].strip('"'), r["LastModified"].isoformat(),
                           r.get("ContentType"))
 
     def delete(self, bucket: str, key: str) -> None:
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         self._call(f"delete {bucket}/{key}", lambda: self.client.delete_object(Bucket=bucket, Key=key))
 
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
-        for b, k in ((src_bucket, src_key), (dst_bucket, dst_key)):
-            validate_bucket(b)
-            validate_key(k)
+        _check(src_bucket, src_key)
+        _check(dst_bucket, dst_key)
         self._call(f"copy {src_bucket}/{src_key} to {dst_bucket}/{dst_key}", lambda: self.client.copy(
             {"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key, Config=self._transfer_config()))
 
@@ -292,8 +294,7 @@ class Storage:
 
     def presign(self, bucket: str, key: str, expires: int = 3600, put: bool = False) -> str:
         """A URL anyone can GET (or PUT, with put=True) until it expires, without credentials."""
-        validate_bucket(bucket)
-        validate_key(key)
+        _check(bucket, key)
         if not 1 <= expires <= 7 * 86400:
             raise StorageError(f"expiry {expires}s is out of range. S3 allows 1s to 7d")
         method = "put_object" if put else "get_object"

@@ -240,6 +240,16 @@ def _dump_file(reader: arc.ArchiveReader, folder: Path) -> Path:
     return path
 
 
+def _restore_database(settings: Settings, reader: arc.ArchiveReader, purpose: str) -> str:
+    """Restore the archive's dump into a new database and check every table against the manifest; returns the
+    new database's name (the live one is never touched)."""
+    dump = _dump_file(reader, reader.path.parent)
+    try:
+        return dbx.restore_into_new(settings.db, dump, purpose, _compare_tables(reader.manifest["tables"]))
+    finally:
+        dump.unlink(missing_ok=True)
+
+
 def verify_backup(settings: Settings, ref: str, progress: Progress = _noop) -> VerifyResult:
     """Checksums of every member, then a restore into a scratch database compared table by table."""
     began = time.perf_counter()
@@ -248,12 +258,7 @@ def verify_backup(settings: Settings, ref: str, progress: Progress = _noop) -> V
         progress("checksums", 0, None)
         checked = reader.check_all()
         progress("restore", 0, None)
-        dump = _dump_file(reader, path.parent)
-        try:
-            scratch = dbx.restore_into_new(settings.db, dump, "verify", _compare_tables(reader.manifest["tables"]))
-            dbx.drop_database(settings.db, scratch)
-        finally:
-            dump.unlink(missing_ok=True)
+        dbx.drop_database(settings.db, _restore_database(settings, reader, "verify"))
         result = VerifyResult(path, checked, reader.manifest["tables"], len(reader.manifest["objects"]),
                               time.perf_counter() - began)
     _verified_file(path).write_text(json.dumps({"verified_at": datetime.now(UTC).isoformat()}))
@@ -327,11 +332,7 @@ def restore_backup(settings: Settings, ref: str, force: bool = False, dry_run: b
             return result
 
         progress("database", 0, None)
-        dump = _dump_file(reader, path.parent)
-        try:
-            new_db = dbx.restore_into_new(settings.db, dump, "restore", _compare_tables(manifest["tables"]))
-        finally:
-            dump.unlink(missing_ok=True)
+        new_db = _restore_database(settings, reader, "restore")
         try:
             done = 0
             total = result.object_bytes

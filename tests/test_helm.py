@@ -602,8 +602,8 @@ def test_chart_readme_documents_every_value_and_the_install_order():
     readme = (CHART / "README.md").read_text()
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     for key in leaf_keys(defaults):
-        if re.search(r"\.(requests|limits)\.", key):
-            continue  # resources are documented as a whole
+        if re.search(r"\.(requests|limits|parameters)\.", key):
+            continue  # resources and postgresql.conf parameters are documented as a whole
         assert f"`{key}`" in readme, f"{key} is not in the chart README's values table"
     order = [readme.index(s) for s in ("cloudnative-pg/cloudnative-pg", "seaweedfs/seaweedfs",
                                        "langfuse/langfuse", "infra/helm/studioops")]

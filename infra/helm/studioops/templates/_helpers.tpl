@@ -189,19 +189,25 @@ volumeMounts:
     mountPath: /tmp
 {{- end -}}
 
-{{/* The environment every container reads: settings from values, secrets only through secretKeyRef. */}}
+{{/* The environment every container reads: settings from values, secrets only through secretKeyRef.
+       Call with (list $ withDatabase): `storage init` needs no database, and runs before a CNPG Cluster exists. */}}
 {{- define "studioops.env" -}}
+{{- $withDatabase := index . 1 -}}
+{{- $root := index . 0 -}}
+{{- with $root -}}
 - name: STUDIOOPS_ENV
   value: production
 - name: STUDIOOPS_HOME
   value: /tmp/studioops
 - name: HOME
   value: /tmp
+{{- if $withDatabase }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "studioops.databaseSecret" . }}
       key: {{ include "studioops.databaseSecretKey" . }}
+{{- end }}
 - name: MINIO_ENDPOINT
   value: {{ .Values.storage.endpoint | quote }}
 - name: MINIO_SECURE
@@ -229,12 +235,12 @@ volumeMounts:
   valueFrom:
     secretKeyRef:
       name: {{ . }}
-      key: {{ ternary $.Values.langfuse.publicKeyKey "LANGFUSE_PUBLIC_KEY" (not (empty $.Values.langfuse.existingSecret)) }}
+      key: {{ ternary $root.Values.langfuse.publicKeyKey "LANGFUSE_PUBLIC_KEY" (not (empty $root.Values.langfuse.existingSecret)) }}
 - name: LANGFUSE_SECRET_KEY
   valueFrom:
     secretKeyRef:
       name: {{ . }}
-      key: {{ ternary $.Values.langfuse.secretKeyKey "LANGFUSE_SECRET_KEY" (not (empty $.Values.langfuse.existingSecret)) }}
+      key: {{ ternary $root.Values.langfuse.secretKeyKey "LANGFUSE_SECRET_KEY" (not (empty $root.Values.langfuse.existingSecret)) }}
 {{- end }}
 - name: BACKUP_KEEP_DAILY
   value: {{ .Values.backups.keepDaily | quote }}
@@ -247,9 +253,10 @@ volumeMounts:
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
 {{- end -}}
 
-{{/* A one-shot container running a studioops command. Call with (list $ args resources). */}}
+{{/* A one-shot container running a studioops command. Call with (list $ args resources withDatabase). */}}
 {{- define "studioops.commandContainer" -}}
 {{- $ := index . 0 -}}
 - name: studioops
@@ -258,7 +265,7 @@ volumeMounts:
   command: ["studioops"]
   args: {{ index . 1 | toJson }}
   env:
-    {{- include "studioops.env" $ | nindent 4 }}
+    {{- include "studioops.env" (list $ (index . 3)) | nindent 4 }}
   securityContext:
     {{- include "studioops.containerSecurityContext" $ | nindent 4 }}
   resources:

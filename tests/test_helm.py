@@ -175,9 +175,7 @@ def restricted_violations(pod: dict) -> list[str]:
     """Every control of the baseline and restricted profiles that `pod` breaks, as readable lines."""
     bad: list[str] = []
     psc = pod.get("securityContext") or {}
-    for field in ("hostNetwork", "hostPID", "hostIPC", "hostUsers"):
-        if field == "hostUsers":
-            continue  # allowed either way
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
             bad.append(f"{field} is set")
     for volume in pod.get("volumes", []):

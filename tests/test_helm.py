@@ -341,6 +341,17 @@ def test_api_deployment_serves_uvicorn_with_probes_and_metrics():
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
+def test_pods_match_the_image():
+    """The chart's uid and writable paths are the Dockerfile's: uid 10001, STUDIOOPS_HOME under /tmp."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 10001:10001$", dockerfile, re.M)
+    _, pod = pod_specs(render("defaults"))[0]
+    assert pod["securityContext"]["runAsUser"] == 10001
+    env = env_of(pod["containers"][0])
+    assert env["STUDIOOPS_HOME"]["value"].startswith("/tmp/")
+    assert re.search(r"STUDIOOPS_HOME=/tmp/", dockerfile)
+
+
 def test_fixed_size_values_set_replicas_and_pdb():
     docs = render("fixed-size")
     assert one(docs, "Deployment")["spec"]["replicas"] == 3

@@ -4,6 +4,7 @@ engine."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -45,10 +46,23 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def run_compose(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in template(PROD_ENV)}
-    return subprocess.run([str(compose_binary()), "-f", str(path), "config", "-q"], capture_output=True, text=True,
-                          env={**clean, **env}, cwd=path.parent)
+def run_compose(path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in template(PROD_ENV) | template(DEV_ENV)}
+    return subprocess.run([str(compose_binary()), "-f", str(path), *(args or ("config", "-q"))], capture_output=True,
+                          text=True, env={**clean, **env}, cwd=path.parent)
+
+
+def resolve(path: Path, env: dict[str, str] | None = None) -> dict:
+    """The file as Compose itself reads it: anchors merged, variables interpolated, every profile on."""
+    env = (template(PROD_ENV) if path == PROD else {}) if env is None else env
+    result = run_compose(path, env, "--profile", "web", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@functools.cache
+def services(path: Path) -> dict[str, dict]:
+    return resolve(path)["services"]
 
 
 def test_development_compose_passes_the_compose_client():
@@ -239,3 +253,20 @@ def test_compose_without_an_engine_is_one_clear_line(tmp_path):
             assert result.returncode == 1, (args, result.stderr)
             assert result.stderr.startswith("studioops: ") and result.stderr.count("\n") == 1, result.stderr
             assert "Docker" in result.stderr or "docker" in result.stderr
+
+
+# Upstream requirements (issue #14). Each test names the upstream source; infra/README.md lists what was read.
+BOTH = pytest.mark.parametrize("path", [DEV, PROD], ids=["dev", "prod"])
+
+
+def version_of(image: str, pattern: str) -> tuple[int, ...]:
+    match = re.fullmatch(pattern, image)
+    assert match, f"{image} does not match {pattern}"
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+@BOTH
+def test_clickhouse_is_new_enough_for_langfuse_v4(path):
+    # Langfuse's self-hosting docs: "Langfuse v4 requires ClickHouse >= 25.12"; migration 0039 uses text indexes.
+    image = services(path)["clickhouse"]["image"]
+    assert version_of(image, r"clickhouse/clickhouse-server:(\d+\.\d+(?:\.\d+)*)") >= (25, 12), image

@@ -270,3 +270,11 @@ def test_clickhouse_is_new_enough_for_langfuse_v4(path):
     # Langfuse's self-hosting docs: "Langfuse v4 requires ClickHouse >= 25.12"; migration 0039 uses text indexes.
     image = services(path)["clickhouse"]["image"]
     assert version_of(image, r"clickhouse/clickhouse-server:(\d+\.\d+(?:\.\d+)*)") >= (25, 12), image
+
+
+@BOTH
+def test_langfuse_and_web_servers_listen_on_every_interface(path):
+    # Docker sets HOSTNAME to the container id; langfuse-web and the web app (Next.js) and langfuse-worker
+    # (worker/src/index.ts: app.listen(PORT, HOSTNAME)) bind to it, so a healthcheck on 127.0.0.1 is refused.
+    for name in ("langfuse-web", "langfuse-worker", "web"):
+        assert services(path)[name]["environment"].get("HOSTNAME") == "0.0.0.0", name

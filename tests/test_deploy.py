@@ -292,3 +292,17 @@ def test_no_read_only_service_mounts_an_inline_config_or_secret(path):
                 source = mount if isinstance(mount, str) else mount["source"]
                 definition = (compose.get(kind) or {})[source]
                 assert set(definition) <= {"file", "name"}, f"{name} mounts {kind[:-1]} {source} from {set(definition)}"
+
+
+# Images whose entrypoint starts as root and drops to its own user (su-exec / gosu): docker/entrypoint.sh in
+# seaweedfs/seaweedfs, docker-entrypoint.sh in docker-library/postgres and redis.
+DROPS_PRIVILEGES = ("chrislusf/seaweedfs:", "pgvector/pgvector:", "postgres:", "redis:")
+
+
+def test_entrypoints_that_switch_user_can_do_so_without_capabilities():
+    for name, service in services(PROD).items():
+        if not service["image"].startswith(DROPS_PRIVILEGES) or "ALL" not in service.get("cap_drop", []):
+            continue
+        runs_as_its_user = service.get("user") not in {None, "", "0", "root", "0:0"}
+        may_switch = {"SETUID", "SETGID"} <= set(service.get("cap_add", []))
+        assert runs_as_its_user or may_switch, f"{name}: su-exec fails with cap_drop ALL; set user: or add SETUID/SETGID"

@@ -306,3 +306,24 @@ def test_entrypoints_that_switch_user_can_do_so_without_capabilities():
         runs_as_its_user = service.get("user") not in {None, "", "0", "root", "0:0"}
         may_switch = {"SETUID", "SETGID"} <= set(service.get("cap_add", []))
         assert runs_as_its_user or may_switch, f"{name}: su-exec fails with cap_drop ALL; set user: or add SETUID/SETGID"
+
+
+@BOTH
+def test_langfuse_matches_its_official_compose_file(path):
+    # Langfuse's docker-compose.yml (v4): the worker needs NEXTAUTH_URL (batch-export links); langfuse-web's media
+    # endpoint is one the browser reaches; its database runs in UTC.
+    svc = services(path)
+    assert svc["langfuse-worker"]["environment"]["NEXTAUTH_URL"] == svc["langfuse-web"]["environment"]["NEXTAUTH_URL"]
+    media = svc["langfuse-web"]["environment"]["LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT"]
+    assert media.split("://")[1].split(":")[0].split("/")[0] not in svc, f"{media} only resolves inside Compose"
+    db = svc["langfuse-db"]["environment"]
+    assert db["TZ"] == "UTC" and db["PGTZ"] == "UTC"
+
+
+@BOTH
+def test_long_running_services_restart_and_redis_keeps_its_data(path):
+    svc = services(path)
+    for name, service in svc.items():
+        if name not in LONG_RUNNING_EXCEPT:
+            assert service.get("restart") in {"always", "unless-stopped"}, f"{name} has no restart policy"
+    assert any(volume["target"] == "/data" and volume["type"] == "volume" for volume in svc["redis"]["volumes"])

@@ -327,3 +327,33 @@ def test_long_running_services_restart_and_redis_keeps_its_data(path):
         if name not in LONG_RUNNING_EXCEPT:
             assert service.get("restart") in {"always", "unless-stopped"}, f"{name} has no restart policy"
     assert any(volume["target"] == "/data" and volume["type"] == "volume" for volume in svc["redis"]["volumes"])
+
+
+@BOTH
+def test_every_pg_isready_connects_over_tcp(path):
+    # docker-library/postgres#880, #146: during first-start initialisation the temporary server listens on the Unix
+    # socket only (docker-entrypoint.sh: listen_addresses=''), so pg_isready without -h passes too early.
+    checks = {name: " ".join(service["healthcheck"]["test"]) for name, service in services(path).items()
+              if "pg_isready" in " ".join(service.get("healthcheck", {}).get("test", []))}
+    assert set(checks) == {"postgres", "langfuse-db"}
+    for name, check in checks.items():
+        assert re.search(r"pg_isready .*(-h ?|--host[ =])(127\.0\.0\.1|localhost)\b", check), f"{name}: {check}"
+
+
+def retries_first_connection(service: dict) -> bool:
+    """A bounded retry in the command (a shell loop, or a command's own --timeout wait), or a restart policy."""
+    command = " ".join(service.get("command") or [])
+    bounded_loop = re.search(r"for \w+ in \$\$?\(seq \d+\); do .* && break; sleep \d+; done", command)
+    own_wait = command.startswith("studioops ") and "--timeout" in command
+    return bool(bounded_loop or own_wait or service.get("restart") in {"always", "unless-stopped", "on-failure"})
+
+
+@BOTH
+def test_every_service_waiting_on_health_retries_its_first_connection(path):
+    # A healthcheck passing does not promise the first connection succeeds (PostgreSQL restarts once after
+    # initialising a fresh volume): one-shot services retry for a bounded time, servers restart.
+    waiting = [name for name, service in services(path).items()
+               if any(rule["condition"] == "service_healthy" for rule in (service.get("depends_on") or {}).values())]
+    assert {"migrate", "storage-init", "langfuse-web", "langfuse-worker"} <= set(waiting)
+    for name in waiting:
+        assert retries_first_connection(services(path)[name]), f"{name} does not retry its first connection"

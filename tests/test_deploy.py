@@ -357,3 +357,13 @@ def test_every_service_waiting_on_health_retries_its_first_connection(path):
     assert {"migrate", "storage-init", "langfuse-web", "langfuse-worker"} <= set(waiting)
     for name in waiting:
         assert retries_first_connection(services(path)[name]), f"{name} does not retry its first connection"
+
+
+@BOTH
+def test_web_profile_builds_from_the_app_source(path, tmp_path):
+    # Nothing else builds studioops/web: without a build section `--profile web up` fails on the pull.
+    web = services(path)["web"]
+    assert web["build"]["context"] == str(ROOT / "apps" / "web") and web["build"]["dockerfile"] == "Dockerfile"
+    assert set(web["build"]["args"]) == {k for k in web["environment"] if k.startswith("NEXT_PUBLIC_")}
+    env = {**(template(PROD_ENV) if path == PROD else {}), "WEB_CONTEXT": str(tmp_path)}
+    assert resolve(path, env)["services"]["web"]["build"]["context"] == str(tmp_path)

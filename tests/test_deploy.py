@@ -393,3 +393,12 @@ def test_pgvector_has_the_hnsw_fixes(path):
     # corruption during vacuum. The app's indexes are HNSW.
     image = services(path)["postgres"]["image"]
     assert version_of(image, r"pgvector/pgvector:(\d+\.\d+\.\d+)-pg18(?:-\w+)?") >= (0, 8, 3), image
+
+
+def test_production_langfuse_worker_has_egress_and_clickhouse_its_memory():
+    compose = resolve(PROD)
+    worker_networks = compose["services"]["langfuse-worker"]["networks"]
+    assert any(not compose["networks"][name].get("internal") for name in worker_networks), worker_networks
+    # Langfuse's "ClickHouse for self-hosted Langfuse": at least 2 CPUs and 8 GiB.
+    limits = compose["services"]["clickhouse"]["deploy"]["resources"]["limits"]
+    assert int(limits["memory"]) >= 8 * 2**30 and float(limits["cpus"]) >= 2

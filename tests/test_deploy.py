@@ -296,7 +296,7 @@ def test_entrypoints_that_switch_user_can_do_so_without_capabilities():
             continue
         runs_as_its_user = service.get("user") not in {None, "", "0", "root", "0:0"}
         may_switch = {"SETUID", "SETGID"} <= set(service.get("cap_add", []))
-        assert runs_as_its_user or may_switch, f"{name}: su-exec fails with cap_drop ALL; set user: or add SETUID/SETGID"
+        assert runs_as_its_user or may_switch, f"{name}: su-exec needs SETUID/SETGID or a user"
 
 
 @BOTH
@@ -368,7 +368,7 @@ TWO_PART_RELEASES = ("postgres:", "chrislusf/seaweedfs:")
 def pinned_to_a_patch_release(image: str) -> bool:
     tag = image.rsplit("/", 1)[-1].partition(":")[2]
     parts = 2 if image.startswith(TWO_PART_RELEASES) else 3
-    return bool(re.match(r"\d+(\.\d+){%d,}(?![\d.])" % (parts - 1), tag)) and "ankane/pgvector" not in image
+    return bool(re.match(rf"\d+(\.\d+){{{parts - 1},}}(?![\d.])", tag)) and "ankane/pgvector" not in image
 
 
 def dockerfile_images() -> list[str]:

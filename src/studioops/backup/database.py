@@ -213,11 +213,14 @@ def scratch_name(db: DatabaseURL, purpose: str) -> str:
 
 
 def restore_into_new(db: DatabaseURL, dump: Path, name: str,
-                     check: Callable[[psycopg.Connection], None] | None = None) -> str:
+                     check: Callable[[psycopg.Connection], None] | None = None,
+                     created: Callable[[], None] | None = None) -> str:
     """Create database `name` next to `db`, restore `dump` into it, run `check` on it; returns its name.
-    On any failure the new database is dropped and `db` was never touched."""
+    On any failure the new database is dropped and `db` was never touched. `created` runs once it exists."""
     create_database(db, name)
     try:
+        if created:
+            created()
         pg_restore(db, name, dump)
         if check:
             with connect(db, dbname=name, autocommit=True) as conn:

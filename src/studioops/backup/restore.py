@@ -90,8 +90,8 @@ def restore_backup(settings: Settings, ref: str, force: bool = False, dry_run: b
         journal = start_journal(settings, path, safety.path, buckets)
         try:
             progress("database", 0, None)
-            pause_at("restore-database")
-            restore_database(settings, reader, journal.new_db, compare_tables(manifest["tables"]))
+            restore_database(settings, reader, journal.new_db, compare_tables(manifest["tables"]),
+                             phase="restore-database")
             journal.save(settings, "objects")
             result.deleted_objects = put_all(storage, reader, buckets, progress,
                                              after_first=lambda: pause_at("restore-objects"))

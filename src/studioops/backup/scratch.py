@@ -15,6 +15,7 @@ from pathlib import Path
 from studioops.backup import archive as arc
 from studioops.backup import database as dbx
 from studioops.backup.files import open_private, private_dir
+from studioops.backup.testhook import pause_at
 from studioops.config import Settings
 
 DUMP = re.compile(r"^\.restore-(\d+)-\w+\.dump$")
@@ -59,11 +60,13 @@ def dump_file(settings: Settings, reader: arc.ArchiveReader) -> Path:
     return path
 
 
-def restore_database(settings: Settings, reader: arc.ArchiveReader, name: str, check=None) -> str:
-    """Restore the archive's dump into the new database `name`; check it; the live one is never touched."""
+def restore_database(settings: Settings, reader: arc.ArchiveReader, name: str, check=None,
+                     phase: str = "") -> str:
+    """Restore the archive's dump into the new database `name`; check it; the live one is never touched.
+    (`phase`: the test hook's name for the moment the scratch database and dump file both exist.)"""
     dump = dump_file(settings, reader)
     try:
-        return dbx.restore_into_new(settings.db, dump, name, check)
+        return dbx.restore_into_new(settings.db, dump, name, check, created=lambda: pause_at(phase))
     finally:
         dump.unlink(missing_ok=True)
 

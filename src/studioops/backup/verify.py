@@ -14,7 +14,6 @@ from studioops.backup.catalog import find_archive, verified_file
 from studioops.backup.create import Progress, no_progress
 from studioops.backup.files import write_json
 from studioops.backup.scratch import restore_database
-from studioops.backup.testhook import pause_at
 from studioops.config import Settings
 from studioops.errors import CorruptArchiveError
 
@@ -62,8 +61,8 @@ def verify_backup(settings: Settings, ref: str, progress: Progress = no_progress
         progress("restore", 0, None)
         scratch = dbx.scratch_name(settings.db, "verify")
         try:
-            restore_database(settings, reader, scratch, compare_tables(reader.manifest["tables"]))
-            pause_at("verify-database")
+            restore_database(settings, reader, scratch, compare_tables(reader.manifest["tables"]),
+                             phase="verify-database")
         finally:
             dbx.drop_database(settings.db, scratch)
         result = VerifyResult(path, checked, reader.manifest["tables"], len(reader.manifest["objects"]),

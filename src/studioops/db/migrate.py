@@ -279,11 +279,11 @@ class Migrator:
             self._acquire_lock(lock_conn)
             try:
                 with connect(self.db, autocommit=True, application_name="studioops-migrate") as conn:
-                    conn.execute(TABLE_DDL)
                     status = self._compare(files, self._applied(conn))
                     self._refuse_unsafe(status)
                     pending = set(status.pending)
                     refuse_transaction_control(f for f in files if f.filename in pending)
+                    conn.execute(TABLE_DDL)  # only once nothing is refused: a refused run changes nothing
                     for f in files:
                         if f.filename not in pending:
                             continue

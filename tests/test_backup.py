@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -418,3 +419,29 @@ def test_object_headers_survive_backup_and_restore(seeded):
     assert seeded.cli("backup", "restore", "latest", "--force").returncode == 0
     got = storage.client.head_object(Bucket="documents", Key="projects/brief.json")
     assert {k: got.get(k) for k in headers} == headers
+
+
+def test_failed_restore_rolls_back_and_names_its_safety_copy(changed_after_backup, tmp_path):
+    """An archive whose checksums are right but whose dump does not match its manifest: the restore fails
+    midway, rolls itself back, and its one line names the pre-restore archive."""
+    stack, _backed_up, live = changed_after_backup
+    source = newest_archive(stack)
+    forged = tmp_path / os.path.basename(source)
+    with tarfile.open(source) as src, tarfile.open(forged, "w", format=tarfile.PAX_FORMAT) as out:
+        manifest = json.loads(src.extractfile(arc.MANIFEST).read())
+        manifest["tables"]["projects"]["rows"] += 1
+        body = json.dumps(manifest).encode()
+        for member in src.getmembers():
+            data = {arc.MANIFEST: body, arc.MANIFEST_SUM: (hashlib.sha256(body).hexdigest() + "\n").encode()}
+            if member.name in data:
+                member.size = len(data[member.name])
+                out.addfile(member, io.BytesIO(data[member.name]))
+            else:
+                out.addfile(member, src.extractfile(member))
+    result = stack.cli("backup", "restore", str(forged), "--force")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    safety = next(iter((stack.settings.backups / "pre-restore").glob("studioops-backup-*.tar")))
+    assert "rolled back" in result.stderr and str(safety) in result.stderr
+    assert (table_state(stack), objects_of(stack)) == live
+    assert [n for n in database_names(stack) if "__" in n] == []
+    assert not (stack.home / "run" / "restore.json").exists()

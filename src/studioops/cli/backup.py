@@ -163,9 +163,11 @@ def undo(as_json: bool = typer.Option(False, "--json", help="Print the result as
 @app.command("prune")
 def prune(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Apply retention (BACKUP_KEEP_DAILY, BACKUP_KEEP_WEEKLY) locally and in the bucket."""
-    from studioops.backup import prune_backups
+    from studioops.backup import prune_backups, settle
 
-    deleted = prune_backups(settings())
+    s = settings()
+    _notes(settle(s))
+    deleted = prune_backups(s, settled=True)
     if as_json:
         emit_json({"deleted": deleted})
         return

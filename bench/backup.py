@@ -2,7 +2,8 @@
 
 Run: `.venv/bin/python bench/backup.py` (BENCH_GB=1.0). Starts its own embedded stack. Times `backup create`
 against the raw way in the same run — `pg_dump -Fc` (its default gzip) plus downloading every object with boto3
-and `tar -cf` of them — target <= 1.2x; then reports `backup verify` and `backup restore --force` times.
+and `tar -cf` of them — target <= 1.2x; then reports `backup verify` and `backup restore --force` times, and what
+the restore's safety copy (the pre-restore archive) costs, against keeping the replaced objects as S3 versions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import psycopg
 
 from studioops import stack
 from studioops.backup import create_backup, restore_backup, verify_backup
+from studioops.backup.create import write_archive
 from studioops.backup.database import _env
 from studioops.config import Settings
 from studioops.stack.postgres import pg_bin
@@ -82,6 +84,20 @@ def raw_backup(settings: Settings, root: Path) -> None:
     shutil.rmtree(work)
 
 
+def overwrite(settings: Settings, versioned: bool) -> float:
+    """The alternative safety copy: with versioning on, an overwritten object keeps its old version."""
+    from studioops.storage import Storage
+
+    storage = Storage.from_settings(settings)
+    if versioned:
+        storage.client.put_bucket_versioning(Bucket="documents", VersioningConfiguration={"Status": "Enabled"})
+    keys = [o.key for o in storage.iter_objects("documents", "projects/bench/")]
+    start = time.perf_counter()
+    for key in keys:
+        storage.put_bytes("documents", key, os.urandom(OBJECT_MB << 20))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="studioops-bench-backup-") as tmp:
         root = Path(tmp)
@@ -105,7 +121,14 @@ def main() -> None:
             t_verify, _ = timed(lambda: verify_backup(settings, str(result.path)))
             print(f"studioops backup verify           {t_verify:7.1f} s   (checksums + scratch restore + compare)")
             t_restore, _ = timed(lambda: restore_backup(settings, str(result.path), force=True))
-            print(f"studioops backup restore --force  {t_restore:7.1f} s   (checksums + restore + objects + swap)")
+            print(f"studioops backup restore --force  {t_restore:7.1f} s   (checksums + safety copy + restore + "
+                  "objects + swap)")
+            t_safety, _ = timed(lambda: write_archive(settings, root / "safety", "pre-restore"))
+            print(f"  of which the pre-restore archive {t_safety:6.1f} s   ({t_safety / t_restore:.0%} of the restore)")
+            t_plain, t_versions = overwrite(settings, versioned=False), overwrite(settings, versioned=True)
+            print(f"  S3 versions instead: overwriting every object takes {t_plain:.1f} s plain, {t_versions:.1f} s "
+                  "with versioning on (no copy up front; but the database needs a safety copy of its own, and "
+                  "versioning cannot be turned off again)")
         finally:
             stack.down(settings)
 

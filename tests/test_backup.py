@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -237,3 +238,210 @@ def test_clean_asks_and_keeps_backups(fresh_stack):
     assert [p.name for p in fresh_stack.home.iterdir()] == ["backups"]
     assert fresh_stack.cli("clean", "--yes", "--include-backups").returncode == 0
     assert list(fresh_stack.home.iterdir()) == []
+
+
+# -- interrupted and undone restores (issue 10 items 3, 4, 10, 11; issue 13 items 7, 8, 12, 14) ----------------
+PAUSE = "studioops: test hook: paused at"
+
+
+def start_paused(stack, phase: str, *args: str) -> subprocess.Popen:
+    """`studioops ARGS` in a subprocess that stops at the test hook's `phase`; returns once it is there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STUDIOOPS_", "MINIO_"))}
+    env.update({**stack.env, "STUDIOOPS_TEST_PAUSE_AT": phase})
+    proc = subprocess.Popen([sys.executable, "-m", "studioops", *args], env=env, cwd=stack.home,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(PAUSE):
+            return proc
+    proc.wait()
+    raise AssertionError(f"{' '.join(args)} never reached {phase} (exit {proc.returncode}): {''.join(seen)}")
+
+
+def kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def database_names(stack) -> set[str]:
+    with stack.connect(dbname="postgres") as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+
+
+@pytest.fixture
+def changed_after_backup(seeded):
+    """A backup of the seeded stack, then changes after it: a new row, an overwritten and a new object."""
+    assert seeded.cli("backup", "create").returncode == 0
+    backed_up = table_state(seeded), objects_of(seeded)
+    with psycopg.connect(seeded.url) as conn:
+        conn.execute("INSERT INTO projects (name) VALUES ('made after the backup')")
+        conn.commit()
+    storage = seeded.storage()
+    storage.put_bytes("documents", "reports/r0.pdf", b"overwritten after the backup")
+    storage.put_bytes("uploads", "pending/new-after-backup.bin", b"new")
+    live = table_state(seeded), objects_of(seeded)
+    assert live != backed_up
+    return seeded, backed_up, live
+
+
+@pytest.mark.parametrize("phase", ["restore-database", "restore-objects", "restore-swap"])
+def test_restore_killed_before_its_swap_is_rolled_back_by_up(changed_after_backup, phase):
+    stack, _backed_up, live = changed_after_backup
+    kill(start_paused(stack, phase, "backup", "restore", "latest", "--force"))
+    up = stack.cli("up")
+    assert up.returncode == 0, up.stderr
+    assert "rolled back the interrupted restore" in up.stdout + up.stderr
+    assert (table_state(stack), objects_of(stack)) == live  # the old rows and objects, not a mix
+    leftovers = [n for n in database_names(stack) if "__" in n]
+    assert leftovers == []
+    assert not list((stack.settings.backups / ".scratch").glob("*.dump"))
+    assert not (stack.home / "run" / "restore.json").exists()
+
+
+def test_restore_killed_after_its_swap_is_finished_by_status(changed_after_backup):
+    stack, backed_up, _live = changed_after_backup
+    kill(start_paused(stack, "restore-finish", "backup", "restore", "latest", "--force"))
+    status = stack.cli("status")
+    assert "finished the interrupted restore" in status.stderr
+    assert (table_state(stack), objects_of(stack)) == backed_up
+    assert [n for n in database_names(stack) if "__" in n] == []
+
+
+def test_killed_swap_never_hides_the_live_database(changed_after_backup):
+    """Killed inside the swap (between the two renames): the database named in DATABASE_URL still holds the
+    old rows, and `up` does not replace it with an empty one."""
+    stack, _backed_up, live = changed_after_backup
+    kill(start_paused(stack, "restore-swap", "backup", "restore", "latest", "--force"))
+    assert "studioops" in database_names(stack)
+    assert table_state(stack) == live[0]
+    assert stack.cli("up").returncode == 0
+    assert table_state(stack)["projects"]["rows"] == live[0]["projects"]["rows"] > 0
+
+
+def test_every_backup_command_settles_an_interrupted_restore(changed_after_backup):
+    stack, _backed_up, live = changed_after_backup
+    kill(start_paused(stack, "restore-objects", "backup", "restore", "latest", "--force"))
+    listed = stack.cli("backup", "list")
+    assert listed.returncode == 0 and "rolled back the interrupted restore" in listed.stderr
+    assert (table_state(stack), objects_of(stack)) == live
+
+
+def test_undo_brings_back_what_a_restore_replaced(changed_after_backup):
+    stack, backed_up, live = changed_after_backup
+    restored = stack.cli("backup", "restore", "latest", "--force")
+    assert restored.returncode == 0, restored.stderr
+    safety = next(iter((stack.settings.backups / "pre-restore").glob("studioops-backup-*.tar")))
+    assert str(safety) in restored.stdout and "backup undo" in restored.stdout
+    assert (table_state(stack), objects_of(stack)) == backed_up
+    undone = stack.cli("backup", "undo")
+    assert undone.returncode == 0, undone.stderr
+    assert (table_state(stack), objects_of(stack)) == live
+
+
+def test_archives_sidecars_and_safety_copies_are_private(changed_after_backup):
+    stack = changed_after_backup[0]
+    assert stack.cli("backup", "verify", "latest").returncode == 0
+    assert stack.cli("backup", "restore", "latest", "--force").returncode == 0
+    backups = stack.settings.backups
+    files = [p for p in backups.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} >= {".tar", ".json"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o600" for p in files}
+    folders = [backups, *(p for p in backups.rglob("*") if p.is_dir())]
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in folders} == {str(p): "0o700" for p in folders}
+
+
+def test_leftovers_of_killed_verify_runs_are_removed(seeded):
+    assert seeded.cli("backup", "create").returncode == 0
+    scratch = seeded.settings.backups / ".scratch"
+    for cleaner in (("up",), ("backup", "prune")):
+        kill(start_paused(seeded, "verify-database", "backup", "verify", "latest"))
+        assert [n for n in database_names(seeded) if "__verify_" in n]
+        assert list(scratch.glob(".restore-*.dump"))
+        cleaned = seeded.cli(*cleaner)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert [n for n in database_names(seeded) if "__" in n] == []
+        assert not list(scratch.glob(".restore-*.dump"))
+
+
+def test_backup_holds_no_transaction_open_during_the_object_phase(seeded):
+    proc = start_paused(seeded, "backup-objects", "backup", "create")
+    try:
+        with seeded.connect(dbname="postgres") as conn:
+            open_ = conn.execute("SELECT application_name, state FROM pg_stat_activity "
+                                 "WHERE application_name = 'studioops-backup' AND xact_start IS NOT NULL").fetchall()
+        assert open_ == []
+    finally:
+        kill(proc)
+
+
+def test_backup_logs_no_transaction_warning(seeded):
+    from studioops.stack import log_path
+
+    assert seeded.cli("backup", "create").returncode == 0
+    log = log_path(seeded.settings, "postgres").read_text(errors="replace")
+    assert "there is already a transaction in progress" not in log
+
+
+def test_dry_run_reports_that_force_is_needed_and_exits_0(changed_after_backup):
+    stack = changed_after_backup[0]
+    dry = stack.cli("backup", "restore", "latest", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would restore" in dry.stdout and "--force" in dry.stdout
+    as_json = json.loads(stack.cli("backup", "restore", "latest", "--dry-run", "--json").stdout)
+    assert as_json["needs_force"] is True and "rows" in as_json["holds_data"]
+
+
+def test_list_says_when_the_bucket_cannot_be_read(tmp_path):
+    from tests.conftest import make_stack, stack_port
+
+    stack = make_stack(tmp_path)
+    folder = stack.home / "backups" / "daily"
+    folder.mkdir(parents=True)
+    (folder / arc.archive_name(datetime(2026, 11, 1, tzinfo=UTC))).write_bytes(b"x")
+    env = {"MINIO_ENDPOINT": f"localhost:{stack_port()}"}  # nothing listens there
+    listed = stack.cli("backup", "list", env=env)
+    assert listed.returncode == 1
+    assert "backups bucket could not be read" in listed.stderr and "Traceback" not in listed.stderr
+    as_json = stack.cli("backup", "list", "--json", env=env)
+    assert as_json.returncode == 1
+    body = json.loads(as_json.stdout)
+    assert body["bucket_error"] and len(body["backups"]) == 1
+
+
+def test_object_headers_survive_backup_and_restore(seeded):
+    storage = seeded.storage()
+    headers = {"ContentType": "application/json", "CacheControl": "max-age=60",
+               "ContentDisposition": 'attachment; filename="brief.json"', "Metadata": {"owner": "jane"}}
+    storage.client.put_object(Bucket="documents", Key="projects/brief.json", Body=b"{}", **headers)
+    assert seeded.cli("backup", "create").returncode == 0
+    storage.delete("documents", "projects/brief.json")
+    assert seeded.cli("backup", "restore", "latest", "--force").returncode == 0
+    got = storage.client.head_object(Bucket="documents", Key="projects/brief.json")
+    assert {k: got.get(k) for k in headers} == headers
+
+
+def test_failed_restore_rolls_back_and_names_its_safety_copy(changed_after_backup, tmp_path):
+    """An archive whose checksums are right but whose dump does not match its manifest: the restore fails
+    midway, rolls itself back, and its one line names the pre-restore archive."""
+    stack, _backed_up, live = changed_after_backup
+    source = newest_archive(stack)
+    forged = tmp_path / os.path.basename(source)
+    with tarfile.open(source) as src, tarfile.open(forged, "w", format=tarfile.PAX_FORMAT) as out:
+        manifest = json.loads(src.extractfile(arc.MANIFEST).read())
+        manifest["tables"]["projects"]["rows"] += 1
+        body = json.dumps(manifest).encode()
+        for member in src.getmembers():
+            data = {arc.MANIFEST: body, arc.MANIFEST_SUM: (hashlib.sha256(body).hexdigest() + "\n").encode()}
+            if member.name in data:
+                member.size = len(data[member.name])
+                out.addfile(member, io.BytesIO(data[member.name]))
+            else:
+                out.addfile(member, src.extractfile(member))
+    result = stack.cli("backup", "restore", str(forged), "--force")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    safety = next(iter((stack.settings.backups / "pre-restore").glob("studioops-backup-*.tar")))
+    assert "rolled back" in result.stderr and str(safety) in result.stderr
+    assert (table_state(stack), objects_of(stack)) == live
+    assert [n for n in database_names(stack) if "__" in n] == []
+    assert not (stack.home / "run" / "restore.json").exists()

@@ -207,3 +207,59 @@ def test_misnamed_file_is_refused(scratch_db, migrations):
     (migrations / "Fix-Things.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"Fix-Things\.sql"):
         Migrator(parse_database_url(scratch_db), migrations).status()
+
+
+@pytest.mark.parametrize("statement", ["COMMIT", "BEGIN", "START TRANSACTION", "END", "ROLLBACK"])
+def test_transaction_control_in_a_transactional_file_is_refused_before_anything_runs(
+        scratch_db, migrations, running_stack, statement):
+    (migrations / "002_fine.sql").write_text("CREATE TABLE fine (id int);\n")
+    (migrations / "003_own_commit.sql").write_text(
+        "-- made by hand\n"
+        "CREATE TABLE a (id int);\n"
+        "INSERT INTO a VALUES (1);\n"
+        f"{statement};\n"
+        "CREATE TABLE c (id int);\n"
+        "INSERT INTO nope VALUES (1);\n"
+    )
+    env = {"DATABASE_URL": scratch_db, "STUDIOOPS_MIGRATIONS_DIR": str(migrations)}
+    result = running_stack.cli("db", "migrate", env=env)
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert "003_own_commit.sql line 4" in line and "-- studioops:no-transaction" in line
+    assert "Traceback" not in result.stderr and line.count("\n") == 0
+    assert tables(scratch_db) == set()  # not even 001 or 002: refused before anything ran
+
+
+def test_function_bodies_and_savepoints_are_not_transaction_control(scratch_db, migrations):
+    (migrations / "002_function.sql").write_text(
+        "CREATE FUNCTION two() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n  RETURN 2;\nEND;\n$$;\n"
+        "SAVEPOINT s1;\nCREATE TABLE kept (id int);\nROLLBACK TO SAVEPOINT s1;\nCREATE TABLE b (id int);\n"
+    )
+    m = Migrator(parse_database_url(scratch_db), migrations)
+    assert m.migrate() == ["001_initial_schema.sql", "002_function.sql"]
+    assert "b" in tables(scratch_db) and "kept" not in tables(scratch_db)
+
+
+def test_a_migration_waiting_for_a_table_lock_gives_up_after_migration_lock_timeout(
+        scratch_db, migrations, running_stack):
+    env = {"DATABASE_URL": scratch_db, "STUDIOOPS_MIGRATIONS_DIR": str(migrations),
+           "MIGRATION_LOCK_TIMEOUT": "0.5"}
+    assert running_stack.cli("db", "migrate", env=env).returncode == 0
+    (migrations / "002_add_column.sql").write_text("ALTER TABLE projects ADD COLUMN lock_test numeric;\n")
+    with psycopg.connect(scratch_db) as reader:  # a long transaction that has read the table
+        reader.execute("SELECT count(*) FROM projects")
+        result = running_stack.cli("db", "migrate", env=env, timeout=30)
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert "002_add_column.sql" in line and "0.5s" in line and "lock" in line and "MIGRATION_LOCK_TIMEOUT" in line
+    assert migrations_rows(scratch_db) == [("001_initial_schema.sql", True)]
+    again = running_stack.cli("db", "migrate", env=env)  # once the reader is gone
+    assert again.returncode == 0, again.stderr
+
+
+def test_migration_lock_timeout_defaults_to_ten_seconds():
+    from studioops.config import Settings
+
+    settings = Settings(_env_file=None)
+    assert settings.migration_lock_timeout == 10.0
+    assert Migrator.from_settings(settings).table_lock_timeout == 10.0

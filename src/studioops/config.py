@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     studioops_run_as: str = Field("studioops", description="system user that runs the servers as root")
     studioops_migrations_dir: Path = PACKAGE_MIGRATIONS_DIR
     studioops_compose_file: Path | None = Field(None, description="default infra/docker-compose[.prod].yaml")
+    migration_lock_timeout: float = Field(10.0, gt=0, description="seconds a migration waits for a table lock")
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from studioops.backup.files import fsync_dir, open_private, private_dir
 from studioops.errors import CorruptArchiveError
 
 FORMAT_VERSION = 1
@@ -29,7 +30,8 @@ DB_MEMBER = "database.dump.zst"
 MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.sha256"
 CHUNK = 1 << 20
-KINDS = ("daily", "weekly")
+KINDS = ("daily", "weekly")  # uploaded to the backups bucket under these prefixes
+PRE_RESTORE = "pre-restore"  # the safety copy `restore --force` takes first (local only)
 
 
 def archive_name(when: datetime) -> str:
@@ -44,7 +46,7 @@ def archive_time(name: str) -> datetime | None:
 @dataclass(frozen=True)
 class LocalArchive:
     path: Path
-    kind: str  # daily | weekly
+    kind: str  # daily | weekly | pre-restore
     created: datetime
     size: int
 
@@ -57,7 +59,9 @@ def local_archives(root: Path) -> list[LocalArchive]:
     """Complete archives under root/daily and root/weekly (and root itself), newest first. Partial files
     (`.partial`) never match the name pattern, so an interrupted backup is never listed."""
     found = []
-    for kind, folder in (("daily", root / "daily"), ("weekly", root / "weekly"), ("daily", root)):
+    folders = (("daily", root / "daily"), ("weekly", root / "weekly"), (PRE_RESTORE, root / PRE_RESTORE),
+               ("daily", root))
+    for kind, folder in folders:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
@@ -89,9 +93,9 @@ class ArchiveWriter:
         self.final = final
         # Hidden, and named after our pid: a later backup deletes it if this process died mid-way.
         self.partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # Both stay open until commit() or abort().
-        self._file = self.partial.open("wb")
+        private_dir(final.parent)
+        # Both stay open until commit() or abort(); the archive is readable by its owner only.
+        self._file = open_private(self.partial)
         self.tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         self.members: dict[str, dict[str, Any]] = {}
 
@@ -126,11 +130,7 @@ class ArchiveWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.partial, self.final)
-        dir_fd = os.open(self.final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.final.parent)
         return self.final
 
     def abort(self) -> None:

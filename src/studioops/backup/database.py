@@ -8,9 +8,13 @@ several times slower on embeddings).
 
 from __future__ import annotations
 
+import collections
 import os
+import re
+import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -63,24 +67,38 @@ def server_facts(conn: psycopg.Connection) -> dict[str, str | None]:
 
 
 class SnapshotDump:
-    """Start `pg_dump` on an exported snapshot; compress its output with zstd into `out` on a thread."""
+    """Start `pg_dump` on a snapshot we export; compress its output with zstd into `out` on a thread.
+
+    Our transaction holds the snapshot only until pg_dump has imported it and our fingerprints are taken
+    (`fingerprints()` then ends it): the rest of the backup runs with no transaction of ours open, so vacuum
+    is held back by pg_dump's own transaction alone, for as long as the dump runs.
+    """
 
     def __init__(self, db: DatabaseURL, out: IO[bytes], level: int = 3) -> None:
         self.db = db
         self.out = out
         self.level = level
-        self.conn = connect(db, application_name="studioops-backup")
+        # autocommit, then our own BEGIN: psycopg opens no implicit transaction underneath it (which made
+        # PostgreSQL log "there is already a transaction in progress" on every backup).
+        self.conn = connect(db, autocommit=True, application_name="studioops-backup")
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = self.conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         self.facts = server_facts(self.conn)
+        env = {**_env(db), "LC_ALL": "C", "PGAPPNAME": "studioops-backup-dump"}
         self.proc = subprocess.Popen(
+            # --verbose: its first line after the `executing ...` of connection setup ("last built-in OID is")
+            # comes once pg_dump has set its transaction to our snapshot.
             [pg_bin("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync",
-             "--dbname", db.dbname],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(db),
+             "--verbose", "--dbname", db.dbname],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )
         self.error: BaseException | None = None
+        self.stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self.snapshot_taken = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
+        self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_thread.start()
 
     def _pump(self) -> None:
         import zstandard
@@ -93,18 +111,37 @@ class SnapshotDump:
         except BaseException as exc:
             self.error = exc
 
+    def _read_stderr(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.stderr.append(line)
+            if not line.startswith("pg_dump: executing "):
+                self.snapshot_taken.set()
+        self.snapshot_taken.set()  # pg_dump ended (an error is reported by wait())
+
     def fingerprints(self) -> dict:
-        """Counts and hashes in the dump's own snapshot."""
-        return fingerprints(self.conn)
+        """Counts and hashes in the dump's own snapshot; then our transaction ends."""
+        try:
+            return fingerprints(self.conn)
+        finally:
+            self.release()
+
+    def release(self, timeout: float = 60.0) -> None:
+        """End our snapshot transaction once pg_dump holds the snapshot itself (bounded wait)."""
+        if self.conn.closed:
+            return
+        self.snapshot_taken.wait(timeout)
+        self.conn.execute("COMMIT")
+        self.conn.close()
 
     def wait(self) -> None:
+        self.release()
         self._thread.join()
-        stderr = self.proc.stderr.read().decode(errors="replace")
         code = self.proc.wait()
-        self.conn.rollback()
-        self.conn.close()
+        self._stderr_thread.join(10)
         if code != 0:
-            raise BackupError(f"pg_dump failed (exit {code}): {stderr.strip()[-500:]}")
+            errors = [line for line in self.stderr if "error" in line.lower()] or list(self.stderr)[-3:]
+            raise BackupError(f"pg_dump failed (exit {code}): {' '.join(errors)[-500:]}")
         if self.error:
             raise BackupError(f"compressing the database dump failed: {self.error}")
 
@@ -114,21 +151,51 @@ class SnapshotDump:
         self.conn.close()
 
 
-def decompress_to(src: IO[bytes], dest: Path) -> None:
+def decompress_into(src: IO[bytes], out: IO[bytes]) -> None:
     import zstandard
 
-    with dest.open("wb") as out:
-        zstandard.ZstdDecompressor().copy_stream(src, out, read_size=CHUNK, write_size=CHUNK)
+    zstandard.ZstdDecompressor().copy_stream(src, out, read_size=CHUNK, write_size=CHUNK)
+
+
+SCRATCH_COMMENT = "studioops scratch database of host {host} pid {pid}"
+SCRATCH_COMMENT_RE = re.compile(r"^studioops scratch database of host (?P<host>\S+) pid (?P<pid>\d+)$")
+
+
+def scratch_comment() -> str:
+    """What marks a database as ours to drop once the process that made it is gone."""
+    return SCRATCH_COMMENT.format(host=socket.gethostname(), pid=os.getpid())
 
 
 def create_database(db: DatabaseURL, name: str) -> None:
+    """A new database, commented with our host and pid so a later run can remove it if we are killed."""
     with connect(db, dbname="postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(scratch_comment())))
 
 
 def drop_database(db: DatabaseURL, name: str) -> None:
     with connect(db, dbname="postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def database_exists(db: DatabaseURL, name: str) -> bool:
+    with connect(db, dbname="postgres", autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def scratch_databases(db: DatabaseURL) -> list[tuple[str, str, int]]:
+    """(name, host, pid) of every scratch database next to `db` (verify, restore, or a swapped-out old one)."""
+    with connect(db, dbname="postgres", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE starts_with(datname, %s)", (db.dbname[:30] + "__",)).fetchall()
+    out = []
+    for name, comment in rows:
+        match = SCRATCH_COMMENT_RE.match(comment or "")
+        if match:
+            out.append((name, match["host"], int(match["pid"])))
+    return out
 
 
 def pg_restore(db: DatabaseURL, dbname: str, dump: Path, jobs: int = 2) -> None:
@@ -142,16 +209,18 @@ def pg_restore(db: DatabaseURL, dbname: str, dump: Path, jobs: int = 2) -> None:
 
 
 def scratch_name(db: DatabaseURL, purpose: str) -> str:
-    return f"{db.dbname[:30]}__{purpose}_{uuid.uuid4().hex[:8]}"
+    return f"{db.dbname[:30]}__{purpose}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
-def restore_into_new(db: DatabaseURL, dump: Path, purpose: str,
-                     check: Callable[[psycopg.Connection], None] | None = None) -> str:
-    """Create a new database next to `db`, restore `dump` into it, run `check` on it; returns its name.
-    On any failure the new database is dropped and `db` was never touched."""
-    name = scratch_name(db, purpose)
+def restore_into_new(db: DatabaseURL, dump: Path, name: str,
+                     check: Callable[[psycopg.Connection], None] | None = None,
+                     created: Callable[[], None] | None = None) -> str:
+    """Create database `name` next to `db`, restore `dump` into it, run `check` on it; returns its name.
+    On any failure the new database is dropped and `db` was never touched. `created` runs once it exists."""
     create_database(db, name)
     try:
+        if created:
+            created()
         pg_restore(db, name, dump)
         if check:
             with connect(db, dbname=name, autocommit=True) as conn:
@@ -177,23 +246,34 @@ def holds_data(db: DatabaseURL, tables: list[str]) -> dict[str, int]:
         return out
 
 
-def swap_in(db: DatabaseURL, new_name: str) -> None:
-    """Make `new_name` the database named in DATABASE_URL; the old one is dropped only after the swap."""
-    old_name = scratch_name(db, "old")
-    with connect(db, dbname="postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.dbname,)).fetchone()
-        if exists:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s AND pid <> pg_backend_pid()", (db.dbname,))
-            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(db.dbname), sql.Identifier(old_name)))
-        try:
-            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(new_name), sql.Identifier(db.dbname)))
-        except psycopg.Error:
-            if exists:  # put the original back before reporting
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(old_name), sql.Identifier(db.dbname)))
-            raise
-        if exists:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(old_name)))
+def swap_in(db: DatabaseURL, new_name: str, old_name: str, inside: Callable[[], None] | None = None) -> None:
+    """Make `new_name` the database named in DATABASE_URL, in one transaction: both renames commit together
+    or neither does (a kill in between leaves the live database as it was). The old database is renamed to
+    `old_name` and marked as scratch; the caller drops it. `inside` runs between the renames (a test hook)."""
+    for attempt in range(5):
+        with connect(db, dbname="postgres", autocommit=True) as conn:
+            try:
+                with conn.transaction():
+                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                          (db.dbname,)).fetchone()
+                    if exists:
+                        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = %s AND pid <> pg_backend_pid()", (db.dbname,))
+                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            sql.Identifier(db.dbname), sql.Identifier(old_name)))
+                        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                            sql.Identifier(old_name), sql.Literal(scratch_comment())))
+                    if inside:
+                        inside()
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(new_name), sql.Identifier(db.dbname)))
+                    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(db.dbname)))
+                return
+            except psycopg.errors.ObjectInUse:
+                # A client reconnected between the terminate and the rename: try again.
+                if attempt == 4:
+                    raise BackupError(
+                        f"clients keep connecting to {db.dbname}, so it could not be swapped. Stop the API and "
+                        "workers, then retry"
+                    ) from None
+                time.sleep(0.2)

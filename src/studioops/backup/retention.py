@@ -1,4 +1,4 @@
-"""Retention: keep the newest N daily and M weekly archives; never delete the newest verified one."""
+"""Retention: keep the newest N archives of each kind; never delete the newest verified one."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from datetime import datetime
 @dataclass(frozen=True)
 class Entry:
     name: str
-    kind: str  # daily | weekly
+    kind: str  # daily | weekly | pre-restore
     created: datetime
 
 
-def to_delete(entries: Iterable[Entry], keep_daily: int, keep_weekly: int,
-              protected: str | None = None) -> list[Entry]:
-    """The entries past the newest `keep_daily` daily and `keep_weekly` weekly ones, except `protected`."""
+def to_delete(entries: Iterable[Entry], keep: dict[str, int], protected: str | None = None) -> list[Entry]:
+    """The entries past the newest `keep[kind]` of their kind, except `protected` (kinds not in `keep` stay)."""
+    entries = list(entries)
     doomed = []
-    for kind, keep in (("daily", keep_daily), ("weekly", keep_weekly)):
+    for kind, count in keep.items():
         ordered = sorted((e for e in entries if e.kind == kind), key=lambda e: e.created, reverse=True)
-        doomed += [e for e in ordered[keep:] if e.name != protected]
+        doomed += [e for e in ordered[count:] if e.name != protected]
     return sorted(doomed, key=lambda e: e.created)

@@ -1,4 +1,4 @@
-"""`studioops backup ...`: create, list, verify, restore and prune archives of the database and the objects."""
+"""`studioops backup ...`: create, list, verify, restore, undo and prune archives of the database and objects."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console, emit_json, human_bytes, say, settings, table
+from studioops.cli.output import console, emit_json, fail, human_bytes, say, settings, table
 
-app = typer.Typer(help="Backups of the database and every object: create, list, verify, restore, prune.",
+app = typer.Typer(help="Backups of the database and every object: create, list, verify, restore, undo, prune.",
                   no_args_is_help=True)
+
+
+def _notes(notes: list[str]) -> None:
+    """What settling did first (an interrupted restore finished or rolled back, leftovers removed): stderr."""
+    for note in notes:
+        say(f"studioops: {note}", stderr=True)
 
 
 @contextmanager
@@ -46,6 +52,7 @@ def create(
 
     with _progress(not as_json) as progress:
         result = create_backup(settings(), to=to, weekly=weekly, progress=progress)
+    _notes(result.notes)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -62,16 +69,22 @@ def create(
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Every archive, local and in the backups bucket, newest first."""
-    from studioops.backup import list_backups
+    from studioops.backup import list_backups, settle
 
-    rows = list_backups(settings())
+    s = settings()
+    notes = settle(s, leftovers=False)
+    _notes(notes)
+    listed = list_backups(s)
+    listed.notes = notes
     if as_json:
-        emit_json({"backups": rows})
-        return
-    table(None, ["archive", "kind", "size", "where", "verified"], [
-        [r["name"], r["kind"], human_bytes(r["size"]),
-         " + ".join(x for x, present in (("local", r["local"]), ("bucket", r["bucket"])) if present),
-         (r["verified_at"] or "")[:19]] for r in rows])
+        emit_json(listed.as_dict())
+    else:
+        table(None, ["archive", "kind", "size", "where", "verified"], [
+            [r["name"], r["kind"], human_bytes(r["size"]),
+             " + ".join(x for x, present in (("local", r["local"]), ("bucket", r["bucket"])) if present),
+             (r["verified_at"] or "")[:19]] for r in listed.rows])
+    if listed.bucket_error:
+        fail(f"the backups bucket could not be read, so only local archives are listed: {listed.bucket_error}")
 
 
 @app.command("verify")
@@ -84,6 +97,7 @@ def verify(
 
     with _progress(not as_json) as progress:
         result = verify_backup(settings(), archive, progress=progress)
+    _notes(result.notes)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -100,28 +114,60 @@ def restore(
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the archive and say what would be restored."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Restore the database and the objects from an archive (checksums are verified first)."""
+    """Restore the database and the objects from an archive (checksums are verified first; what it replaces is
+    kept in a pre-restore archive that `backup undo` brings back)."""
     from studioops.backup import restore_backup
 
     with _progress(not as_json) as progress:
         result = restore_backup(settings(), archive, force=force, dry_run=dry_run, progress=progress)
+    _notes(result.notes)
+    _show_restore(result, as_json)
+
+
+def _show_restore(result, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
         return
     rows = sum(t["rows"] for t in result.tables.values())
-    verb = "would restore" if dry_run else "restored"
-    extra = f", {'would delete' if dry_run else 'deleted'} {result.deleted_objects} objects not in the archive" \
-        if result.deleted_objects else ""
+    verb = "would restore" if result.dry_run else "restored"
+    extra = f", {'would delete' if result.dry_run else 'deleted'} {result.deleted_objects} objects not in the " \
+        "archive" if result.deleted_objects else ""
     say(f"{verb} {result.archive.name}: {len(result.tables)} tables ({rows} rows), "
         f"{result.objects} objects ({human_bytes(result.object_bytes)}){extra}")
+    if result.dry_run and result.holds_data:
+        say(f"the target holds data ({result.holds_data}): restoring needs --force, and keeps a pre-restore "
+            "archive of it first")
+    if result.pre_restore:
+        say(f"the state before the restore is kept in {result.pre_restore} (`studioops backup undo` brings it "
+            "back)")
+
+
+@app.command("undo")
+def undo(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Undo a restore: settle an interrupted one, else bring back the newest pre-restore archive."""
+    from studioops.backup import undo as undo_restore
+
+    with _progress(not as_json) as progress:
+        notes, result = undo_restore(settings(), progress=progress)
+    if result is None:
+        if as_json:
+            emit_json({"notes": notes, "restored": None})
+        else:
+            for note in notes:
+                say(note)
+        return
+    _notes(notes)
+    _show_restore(result, as_json)
 
 
 @app.command("prune")
 def prune(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Apply retention (BACKUP_KEEP_DAILY, BACKUP_KEEP_WEEKLY) locally and in the bucket."""
-    from studioops.backup import prune_backups
+    from studioops.backup import prune_backups, settle
 
-    deleted = prune_backups(settings())
+    s = settings()
+    _notes(settle(s))
+    deleted = prune_backups(s, settled=True)
     if as_json:
         emit_json({"deleted": deleted})
         return

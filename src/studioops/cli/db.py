@@ -13,7 +13,7 @@ def _migrator():
     from studioops.db.migrate import Migrator
 
     s = settings()
-    return Migrator(s.db, s.studioops_migrations_dir)
+    return Migrator.from_settings(s)
 
 
 @app.command("url")

@@ -155,13 +155,49 @@ def _pg_message(exc: psycopg.Error) -> str:
     return primary or str(exc).strip().splitlines()[0]
 
 
+TRANSACTION_CONTROL = re.compile(r"^(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b(?!\s+TO\b)", re.I)
+
+
+def refuse_transaction_control(files) -> None:
+    """A transactional file may not open or end transactions itself: its own COMMIT would make part of it
+    permanent while the runner reports the whole file as failed. Checked for every pending file before any runs."""
+    for f in files:
+        if f.no_transaction:
+            continue
+        import sqlparse  # only pending files are checked; its import costs ~50 ms
+
+        done_chars = 0
+        for statement in sqlparse.split(f.sql):
+            offset = f.sql.find(statement, done_chars)
+            done_chars = offset + len(statement) if offset >= 0 else done_chars
+            body = sqlparse.format(statement, strip_comments=True).strip()
+            match = TRANSACTION_CONTROL.match(body)
+            if match:
+                line = f.sql[: max(offset, 0)].count("\n") + 1 + _leading_comment_lines(statement)
+                raise MigrationError(
+                    f"migration {f.filename} line {line}: {match[1].upper()} controls the transaction, but the "
+                    "runner already runs each file in one transaction (a COMMIT inside would leave part of it "
+                    "applied). Nothing was run. Remove the transaction statements, or make the first line "
+                    f"`{NO_TRANSACTION_MARKER}` to run the file statement by statement"
+                )
+
+
 class Migrator:
     """Applies the files of one directory to one database."""
 
-    def __init__(self, db: DatabaseURL, directory: Path, lock_timeout: float = 60.0) -> None:
+    def __init__(self, db: DatabaseURL, directory: Path, lock_timeout: float = 60.0,
+                 table_lock_timeout: float | None = None) -> None:
         self.db = db
         self.directory = directory
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = lock_timeout  # waiting for another runner (the advisory lock)
+        # PostgreSQL's lock_timeout for the migration's own statements: a migration queued behind a long
+        # transaction must not queue every reader of that table behind itself. None: the server's setting.
+        self.table_lock_timeout = table_lock_timeout
+
+    @classmethod
+    def from_settings(cls, settings) -> Migrator:
+        return cls(settings.db, settings.studioops_migrations_dir,
+                   table_lock_timeout=settings.migration_lock_timeout)
 
     # -- reading ----------------------------------------------------------------------------------------
     def _applied(self, conn: psycopg.Connection) -> list[AppliedMigration]:
@@ -236,16 +272,18 @@ class Migrator:
         if dry_run:
             status = self.status()
             self._refuse_unsafe(status)
+            refuse_transaction_control(f for f in files if f.filename in set(status.pending))
             return status.pending
         applied_now: list[str] = []
         with connect(self.db, autocommit=True, application_name="studioops-migrate-lock") as lock_conn:
             self._acquire_lock(lock_conn)
             try:
                 with connect(self.db, autocommit=True, application_name="studioops-migrate") as conn:
-                    conn.execute(TABLE_DDL)
                     status = self._compare(files, self._applied(conn))
                     self._refuse_unsafe(status)
                     pending = set(status.pending)
+                    refuse_transaction_control(f for f in files if f.filename in pending)
+                    conn.execute(TABLE_DDL)  # only once nothing is refused: a refused run changes nothing
                     for f in files:
                         if f.filename not in pending:
                             continue
@@ -288,8 +326,12 @@ class Migrator:
         if not f.no_transaction:
             try:
                 with conn.transaction():
+                    if self.table_lock_timeout is not None:
+                        conn.execute(f"SET LOCAL lock_timeout = '{int(self.table_lock_timeout * 1000)}ms'")
                     conn.execute(f.sql)
                     self._record(conn, f, int((time.perf_counter() - started) * 1000), True, None)
+            except psycopg.errors.LockNotAvailable as exc:
+                raise self._lock_error(f, exc, "Nothing of it was applied") from None
             except psycopg.Error as exc:
                 raise MigrationError(
                     f"migration {f.filename} failed{_error_line(f.sql, exc)}: {_pg_message(exc)}. "
@@ -297,6 +339,23 @@ class Migrator:
                 ) from None
             return
         # Outside a transaction (CREATE INDEX CONCURRENTLY): one statement at a time, autocommit.
+        if self.table_lock_timeout is not None:
+            conn.execute(f"SET lock_timeout = '{int(self.table_lock_timeout * 1000)}ms'")
+        try:
+            self._apply_each(conn, f, started)
+        finally:
+            if self.table_lock_timeout is not None:
+                conn.execute("RESET lock_timeout")
+
+    def _lock_error(self, f: MigrationFile, exc: psycopg.Error, applied: str) -> MigrationError:
+        return MigrationError(
+            f"migration {f.filename} waited more than {self.table_lock_timeout:g}s for a table lock "
+            f"({_pg_message(exc)}{_error_line(f.sql, exc)}) and gave up, so that it does not queue every reader "
+            f"of that table behind it. {applied}. Retry when the long transaction holding the lock ends (see "
+            "pg_stat_activity), or raise MIGRATION_LOCK_TIMEOUT"
+        )
+
+    def _apply_each(self, conn: psycopg.Connection, f: MigrationFile, started: float) -> None:
         import sqlparse  # only these files need splitting; its import costs a no-op run ~50 ms
 
         done_chars = 0
@@ -310,6 +369,12 @@ class Migrator:
                 conn.execute(statement)
             except psycopg.Error as exc:
                 line = f.sql[: max(offset, 0)].count("\n") + 1 + _leading_comment_lines(statement)
+                if isinstance(exc, psycopg.errors.LockNotAvailable):
+                    self._record(conn, f, int((time.perf_counter() - started) * 1000), False,
+                                 f"lock timeout (statement at line {line})")
+                    raise self._lock_error(
+                        f, exc, f"The statements before line {line} stay applied and it is recorded as failed: "
+                        "run `studioops db repair` before retrying") from None
                 message = f"{_pg_message(exc)} (statement at line {line})"
                 self._record(conn, f, int((time.perf_counter() - started) * 1000), False, message)
                 invalid = [

@@ -72,7 +72,10 @@ def up(settings: Settings, timeout: float = 30.0, seed: bool = False) -> UpResul
     for service, started in zip(services, _each(services, lambda s: s.start(timeout=timeout)), strict=True):
         (result.started if started else result.already_running).append(service.name)
         result.notes.extend(service.notes)
-    migrator = Migrator(settings.db, settings.studioops_migrations_dir)
+    from studioops.backup import settle  # an interrupted restore is finished or rolled back before migrating
+
+    result.notes.extend(settle(settings))
+    migrator = Migrator.from_settings(settings)
     fresh = seed and migrator.status().head is None  # only --seed needs to know
     result.migrations_applied = migrator.migrate()
     if fresh and result.migrations_applied:
@@ -95,12 +98,30 @@ def down(settings: Settings, timeout: float = 30.0) -> list[str]:
 
 
 def status(settings: Settings) -> list[ServiceState]:
-    """Each service's state; for a running PostgreSQL also its versions and migration head."""
+    """Each service's state; for a running PostgreSQL also its versions and migration head (and, first, an
+    interrupted restore is finished or rolled back: said on stderr and in the postgres row's details)."""
     states = [s.state() for s in _services(settings)]
     for state in states:
         if state.name == "postgres" and state.state in {"running", "external"}:
+            restore_notes = _settle_restore(settings)
             state.versions, state.details = _database_facts(settings)
+            if restore_notes:
+                state.details["restore"] = " ".join(restore_notes)
     return states
+
+
+def _settle_restore(settings: Settings) -> list[str]:
+    import sys
+
+    from studioops.backup import settle
+
+    try:
+        notes = settle(settings, leftovers=False)
+    except StudioOpsError as exc:
+        notes = [str(exc)]
+    for note in notes:
+        print(f"studioops: {note}", file=sys.stderr)
+    return notes
 
 
 def _database_facts(settings: Settings) -> tuple[dict[str, str], dict[str, object]]:

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     minio_secret_key: SecretStr = SecretStr("studioops123")
     minio_secure: bool = False
     minio_region: str = "us-east-1"
+    minio_console_port: int = Field(9001, ge=0, le=65535, description="the S3 console (SeaweedFS's admin UI) on "
+                                    "127.0.0.1, login with the S3 keys; 0 turns it off")
     storage_public_buckets: str = ""
     storage_extra_buckets: str = Field("", description="more private buckets `storage init` creates")
 

@@ -207,7 +207,7 @@ def test_backups_bucket_cannot_be_made_public(tmp_path: Path, value: str) -> Non
     s = make_stack(tmp_path)
     s.env["STORAGE_PUBLIC_BUCKETS"] = value
     result = s.cli("storage", "policy")
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("studioops: STORAGE_PUBLIC_BUCKETS names the backups bucket")
     assert len(result.stderr.strip().splitlines()) == 1
     from studioops.config import Settings
@@ -260,7 +260,7 @@ def test_a_database_url_with_special_characters_says_how_to_encode_and_shows_not
     s = make_stack(tmp_path)
     s.env["DATABASE_URL"] = url
     result = s.cli("db", "status")
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and line.startswith("studioops: DATABASE_URL"), line
     assert "Traceback" not in result.stderr
@@ -273,7 +273,7 @@ def test_a_database_url_with_special_characters_says_how_to_encode_and_shows_not
         assert password[i:i + 4] not in line, (password[i:i + 4], line)
 
 
-def test_an_encoded_password_with_special_characters_works(running_stack: Stack) -> None:
+def test_an_encoded_password_with_special_characters_works() -> None:
     from urllib.parse import quote
 
     from studioops.config import parse_database_url

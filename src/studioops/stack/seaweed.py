@@ -280,13 +280,13 @@ class S3Console:
     def state(self) -> ServiceState:
         url = self.s3.console_url()
         port = self.s3.settings.minio_console_port
+        pid = self.s3.pid()
         if url:
-            state = "running"
-        else:
-            state = "off" if not port or self.s3.pid() else "stopped"
-        return ServiceState(self.name, state, self.s3.pid() if url else None,
-                            url.removeprefix("http://") if url else (f"127.0.0.1:{port}" if port else ""),
-                            "", str(self.log), details={"login": "MINIO_ACCESS_KEY / MINIO_SECRET_KEY"} if url else {})
+            return ServiceState(self.name, "running", pid, url.removeprefix("http://"), "", str(self.log),
+                                details={"url": url, "login": "MINIO_ACCESS_KEY and MINIO_SECRET_KEY"})
+        # Off: turned off (port 0), or its port was taken when weed started; stopped: weed is not running.
+        state = "off" if not port or pid else "stopped"
+        return ServiceState(self.name, state, None, f"127.0.0.1:{port}" if port else "", "", str(self.log))
 
 
 class ExternalS3:

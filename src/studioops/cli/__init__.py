@@ -10,6 +10,7 @@ import os
 import sys
 
 import typer
+from typer.models import DefaultPlaceholder
 
 from studioops.cli import backup as backup_commands
 from studioops.cli import db as db_commands
@@ -70,7 +71,15 @@ def _guard_commands(typer_app: typer.Typer, prefix: str = "") -> None:
         if path not in NO_DATA_ACCESS:
             command.callback = _guarded(command.callback)
     for group in typer_app.registered_groups:
-        _guard_commands(group.typer_instance, prefix + group.name + " ")
+        path = prefix + (group.name or group.typer_instance.info.name or "")
+        # A group's own callback (one that runs without a subcommand, say) is guarded too, unless a command
+        # under it needs no data access: the callback runs before that command.
+        if not any(allowed.startswith(path + " ") for allowed in NO_DATA_ACCESS):
+            for holder in (group, group.typer_instance.registered_callback):
+                if holder is not None and callable(holder.callback) and not isinstance(holder.callback,
+                                                                                         DefaultPlaceholder):
+                    holder.callback = _guarded(holder.callback)
+        _guard_commands(group.typer_instance, path + " ")
 
 
 _guard_commands(app)

@@ -102,9 +102,17 @@ def test_nobody_reads_the_home_the_database_or_the_objects(secure_stack: Stack) 
         assert path.stat().st_mode & 0o077 == 0, path
     for directory in (home / "s3" / "data", pgdata, home / "postgres", home / "s3", home / "run"):
         assert directory.stat().st_mode & 0o077 == 0, directory
-    targets = [home, pgdata, pgdata / "PG_VERSION", *volume_files, home / "s3" / "security.toml"]
-    script = ("import os, sys\nfound = []\nfor p in sys.argv[1:]:\n    try:\n"
-              "        os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read(1)\n        found.append(p)\n"
+    # weed's gRPC Unix sockets in /tmp (seaweedfs-<component>-grpc-<port>.sock) take no stranger either.
+    ports = {str(p) for p in _run_file(secure_stack)["ports"].values()}
+    sockets = [p for p in Path("/tmp").glob("seaweedfs-*.sock") if p.stem.rsplit("-", 1)[-1] in ports]
+    assert sockets
+    targets = [home, pgdata, pgdata / "PG_VERSION", *volume_files, home / "s3" / "security.toml", *sockets]
+    script = ("import os, socket, sys\nfound = []\nfor p in sys.argv[1:]:\n    try:\n"
+              "        if p.endswith('.sock'):\n"
+              "            socket.socket(socket.AF_UNIX).connect(p)\n"
+              "        else:\n"
+              "            os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read(1)\n"
+              "        found.append(p)\n"
               "    except PermissionError:\n        pass\nprint('\\n'.join(found))\n")
     result = as_nobody(SYSTEM_PYTHON, "-c", script, *map(str, targets))
     assert result.returncode == 0, result.stderr

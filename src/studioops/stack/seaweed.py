@@ -56,12 +56,19 @@ def s3_host_port(settings: Settings) -> tuple[str, int]:
     return parts.hostname or "localhost", port
 
 
+def _socket_left_behind(port: int) -> bool:
+    """Whether /tmp holds a socket weed would use for this gRPC port (it serves and dials gRPC through
+    /tmp/seaweedfs-<component>-grpc-<port>.sock as well). One left by a killed weed, or put there by another
+    user, cannot be replaced by our service user in the sticky /tmp, and weed would dial it."""
+    return any(Path("/tmp").glob(f"seaweedfs-*-{port}.sock"))
+
+
 def _pick_port_pair(taken: set[int]) -> int:
     """A port P with P and P + 10000 free, both below Linux's ephemeral range (32768+), so that no outgoing
     connection can grab one between our check and SeaweedFS's bind."""
     for _ in range(500):
         port = random.randint(20000, 22767)
-        if {port, port + GRPC_OFFSET} & taken:
+        if {port, port + GRPC_OFFSET} & taken or _socket_left_behind(port) or _socket_left_behind(port + GRPC_OFFSET):
             continue
         if process.port_is_free(port) and process.port_is_free(port + GRPC_OFFSET):
             taken.update({port, port + GRPC_OFFSET})
@@ -151,17 +158,7 @@ class EmbeddedS3:
             )
         console_port = self._console_port()
         self._prepare_dirs()
-        config = self.root / "s3.json"
-        seaweed_security.write_private(config, json.dumps({"identities": [{
-            "name": "studioops",
-            "credentials": [{"accessKey": self.settings.minio_access_key,
-                             "secretKey": self.settings.minio_secret_key.get_secret_value()}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}).encode(), self.run_as)
-        tls = seaweed_security.ensure_certificates(process.private_dir(self.root / "tls", self.run_as), self.run_as)
-        # In weed's working directory, where it looks first; the admin UI's login is the S3 key pair.
-        seaweed_security.write_security_toml(self.root / "security.toml", tls, self.settings.minio_access_key,
-                                             self.settings.minio_secret_key.get_secret_value(), self.run_as)
+        config = self._write_config()
         # Never hand PostgreSQL's port to SeaweedFS: both start at the same moment, so it is still free now.
         taken = {self.port, self.port + GRPC_OFFSET, self.settings.db.port}
         if console_port:
@@ -199,6 +196,20 @@ class EmbeddedS3:
         }))
         self._wait_ready(proc, timeout)
         return True
+
+    def _write_config(self) -> Path:
+        """s3.json (the S3 identity), tls/ and security.toml, all 0600 and the service user's; s3.json's path."""
+        config = self.root / "s3.json"
+        access_key, secret_key = self.settings.minio_access_key, self.settings.minio_secret_key.get_secret_value()
+        seaweed_security.write_private(config, json.dumps({"identities": [{
+            "name": "studioops",
+            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}).encode(), self.run_as)
+        tls = seaweed_security.ensure_certificates(process.private_dir(self.root / "tls", self.run_as), self.run_as)
+        # In weed's working directory, where it looks first; the console's login is the S3 key pair.
+        seaweed_security.write_security_toml(self.root / "security.toml", tls, access_key, secret_key, self.run_as)
+        return config
 
     def _console_port(self) -> int:
         """MINIO_CONSOLE_PORT when it is on and free; 0 (no console) otherwise, with a note that says why.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import secrets
 from pathlib import Path
@@ -33,18 +34,16 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 
 
 def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string: JSON's escapes (\\", \\\\, \\n, \\uXXXX) are TOML's too."""
+    return json.dumps(value)
 
 
 def write_private(path: Path, data: bytes, owner) -> None:
     """Create `path` with mode 0600 from the first byte (never readable by others, even for a moment)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(handle, data)
-    finally:
-        os.close(handle)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+        handle.write(data)
     owner.own(tmp)
     tmp.replace(path)
 

@@ -289,3 +289,38 @@ def test_an_encoded_password_with_special_characters_works() -> None:
     password = "p%ss w#rd@/?:x"
     url = f"postgresql://studioops:{quote(password, safe='')}@localhost:5432/studioops"
     assert parse_database_url(url).password == password
+
+
+def test_every_command_but_the_few_without_data_access_is_guarded(tmp_path: Path, monkeypatch) -> None:
+    """Walk the whole command tree, so that a command added later cannot slip past the guard."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from studioops.cli import NO_DATA_ACCESS, app
+    from studioops.config import reset_settings
+    from studioops.errors import ConfigError
+
+    s = make_stack(tmp_path)
+    for name, value in {**s.env, "STUDIOOPS_ENV": "production", "MINIO_SECRET_KEY": "studioops123"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+
+    def leaves(command, path: list[str]) -> Iterator[tuple[list[str], object]]:
+        if hasattr(command, "commands"):  # a group (typer's click may be its own copy: no isinstance)
+            for name, sub in command.commands.items():
+                yield from leaves(sub, [*path, name])
+        else:
+            yield path, command
+
+    checked = []
+    for path, command in leaves(typer.main.get_command(app), []):
+        if " ".join(path) in NO_DATA_ACCESS:
+            continue
+        # Any value for required arguments: the guard must refuse before the command looks at them.
+        arguments = ["documents/x.txt" for p in command.params if p.param_type_name == "argument" and p.required]
+        reset_settings()
+        result = CliRunner().invoke(app, [*path, *arguments])
+        assert isinstance(result.exception, ConfigError), (path, result.output, result.exception)
+        assert "refuses default or weak secrets" in str(result.exception)
+        checked.append(" ".join(path))
+    assert {"db seed", "backup restore", "storage rm", "clean", "up", "api"} <= set(checked)

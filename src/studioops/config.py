@@ -19,6 +19,7 @@ from studioops.errors import ConfigError
 DEFAULT_DATABASE_URL = "postgresql://studioops:studioops123@localhost:5432/studioops"
 PACKAGE_MIGRATIONS_DIR = Path(__file__).parent / "db" / "migrations"
 REDACTED = "***"
+BACKUP_BUCKET = "backups"  # where backup archives are uploaded: never anonymously readable
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})  # served by the embedded stack
 
 
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     minio_secret_key: SecretStr = SecretStr("studioops123")
     minio_secure: bool = False
     minio_region: str = "us-east-1"
+    minio_console_port: int = Field(9001, ge=0, le=65535, description="the S3 console (SeaweedFS's admin UI) on "
+                                    "127.0.0.1, login with the S3 keys; 0 turns it off")
     storage_public_buckets: str = ""
     storage_extra_buckets: str = Field("", description="more private buckets `storage init` creates")
 
@@ -61,6 +64,16 @@ class Settings(BaseSettings):
         # An empty line in .env (as the templates have) means "the default", not the current directory.
         if value is None or (isinstance(value, str) and not value.strip()):
             return PACKAGE_MIGRATIONS_DIR if info.field_name == "studioops_migrations_dir" else None
+        return value
+
+    @field_validator("storage_public_buckets")
+    @classmethod
+    def _backups_stay_private(cls, value: str) -> str:
+        if BACKUP_BUCKET in {b.strip().lower() for b in value.split(",")}:
+            raise ConfigError(
+                f"STORAGE_PUBLIC_BUCKETS names the {BACKUP_BUCKET} bucket, which holds the whole database: anyone "
+                f"could download it. Remove {BACKUP_BUCKET} from STORAGE_PUBLIC_BUCKETS"
+            )
         return value
 
     @field_validator("database_url")
@@ -130,25 +143,35 @@ class DatabaseURL:
         return redact_url(self.url)
 
 
+URL_FORM = "Use the form postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+# RFC 3986 userinfo: unreserved, sub-delims, ':' and %XX escapes. Anything else in a password must be encoded.
+_USERINFO = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})*")
+
+
 def parse_database_url(url: str) -> DatabaseURL:
-    """Parse and check DATABASE_URL; a malformed one is a ConfigError that never shows the password."""
+    """Parse and check DATABASE_URL; a malformed one is a ConfigError that never shows any part of the password."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise ConfigError(f"DATABASE_URL has no scheme: it must start with postgresql://. {URL_FORM}")
+    if scheme not in {"postgresql", "postgres"}:
+        shown = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,20}", scheme) else "something else"
+        raise ConfigError(f"DATABASE_URL must start with postgresql://, not {shown}://. {URL_FORM}")
+    # The user and password end at the last '@' (hosts, paths and query strings hold none): whatever a URL
+    # parser would cut at a stray '#', '?', '/', '@' or space is still in there, and is refused whole.
+    userinfo = rest.rpartition("@")[0]
+    if not _USERINFO.fullmatch(userinfo):
+        raise ConfigError(
+            "DATABASE_URL's user or password holds characters that must be percent-encoded in a URL (such as "
+            "% @ # / ? or a space). Encode the password with urllib.parse.quote(password, safe='') and put the "
+            "result in the URL"
+        )
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise ConfigError(
-            f"DATABASE_URL is not a valid URL ({exc}): {redact_url(url)}. "
-            "Use the form postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
-        ) from None
-    if parts.scheme not in {"postgresql", "postgres"}:
-        raise ConfigError(
-            f"DATABASE_URL must start with postgresql://, got {redact_url(url)}. "
-            "Use the form postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
-        )
+    except ValueError:
+        raise ConfigError(f"DATABASE_URL has an invalid host or port: {redact_url(url)}. {URL_FORM}") from None
     if not parts.username:
-        raise ConfigError(
-            f"DATABASE_URL names no user: {redact_url(url)}. Use the form postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
-        )
+        raise ConfigError(f"DATABASE_URL names no user: {redact_url(url)}. {URL_FORM}")
     return DatabaseURL(url, parts)
 
 

@@ -7,6 +7,13 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Label values come from a fixed set: any method token a client makes up counts as `other`, or every request
+# with a new one would add series (and memory) for good.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
 
 
 class HttpMetrics:
@@ -35,5 +42,6 @@ class HttpMetrics:
             route = scope.get("route")
             # The route template (/items/{id}), never the raw path: unknown paths share one label.
             label = getattr(route, "path", None) or "unmatched"
-            self.requests.labels(scope["method"], label, str(status["code"])).inc()
-            self.latency.labels(scope["method"], label).observe(time.perf_counter() - started)
+            method = method_label(scope["method"])
+            self.requests.labels(method, label, str(status["code"])).inc()
+            self.latency.labels(method, label).observe(time.perf_counter() - started)

@@ -5,10 +5,12 @@ Library modules are imported inside each command so that `studioops --help` stay
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 import typer
+from typer.models import DefaultPlaceholder
 
 from studioops.cli import backup as backup_commands
 from studioops.cli import db as db_commands
@@ -43,6 +45,44 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(storage_commands.app, name="storage")
 app.add_typer(backup_commands.app, name="backup")
 app.add_typer(env_commands.app, name="env")
+
+# The production guard (weak or default secrets with STUDIOOPS_ENV=production) runs before every command except
+# these, which neither read nor change data: `env init` writes the strong secrets the guard asks for, `down` stops
+# processes, `status` shows which run where, `logs` prints their logs. A new command is guarded unless added here.
+NO_DATA_ACCESS = frozenset({"env init", "down", "status", "logs"})
+
+
+def _guarded(callback):
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        from studioops.config import get_settings
+        from studioops.envfile import guard_production
+
+        guard_production(get_settings())
+        return callback(*args, **kwargs)
+
+    return run
+
+
+def _guard_commands(typer_app: typer.Typer, prefix: str = "") -> None:
+    """Wrap the callback of every command of `typer_app` and its groups in the production guard."""
+    for command in typer_app.registered_commands:
+        path = prefix + (command.name or command.callback.__name__.replace("_", "-"))
+        if path not in NO_DATA_ACCESS:
+            command.callback = _guarded(command.callback)
+    for group in typer_app.registered_groups:
+        path = prefix + (group.name or group.typer_instance.info.name or "")
+        # A group's own callback (one that runs without a subcommand, say) is guarded too, unless a command
+        # under it needs no data access: the callback runs before that command.
+        if not any(allowed.startswith(path + " ") for allowed in NO_DATA_ACCESS):
+            for holder in (group, group.typer_instance.registered_callback):
+                if holder is not None and callable(holder.callback) and not isinstance(holder.callback,
+                                                                                         DefaultPlaceholder):
+                    holder.callback = _guarded(holder.callback)
+        _guard_commands(group.typer_instance, path + " ")
+
+
+_guard_commands(app)
 
 
 def main() -> None:

@@ -100,7 +100,9 @@ def down(settings: Settings, timeout: float = 30.0) -> list[str]:
 def status(settings: Settings) -> list[ServiceState]:
     """Each service's state; for a running PostgreSQL also its versions and migration head (and, first, an
     interrupted restore is finished or rolled back: said on stderr and in the postgres row's details)."""
-    states = [s.state() for s in _services(settings)]
+    services = _services(settings)
+    # A service's companions (the S3 console in weed's process) get rows of their own.
+    states = [s.state() for s in services] + [c.state() for s in services for c in getattr(s, "companions", [])]
     for state in states:
         if state.name == "postgres" and state.state in {"running", "external"}:
             restore_notes = _settle_restore(settings)

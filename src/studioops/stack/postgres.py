@@ -179,9 +179,9 @@ class EmbeddedPostgres:
         return found
 
     def _prepare_dirs(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.run_as.own(self.root)
-        changed = process.ensure_traversable(self.root, self.run_as) + process.ensure_traversable(
+        changed = process.prepare_home(self.settings.home, self.run_as)
+        process.private_dir(self.root, self.run_as)
+        changed += process.ensure_traversable(self.root, self.run_as) + process.ensure_traversable(
             bin_dir(), self.run_as
         )
         if changed:

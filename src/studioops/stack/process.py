@@ -182,8 +182,30 @@ def ensure_traversable(path: Path, run_as: RunAs) -> list[Path]:
         return []
     changed = []
     for parent in reversed(path.absolute().parents):
-        mode = parent.stat().st_mode
+        status = parent.stat()
+        mode = status.st_mode
+        if status.st_uid == run_as.uid and mode & 0o100:
+            continue  # its own directories (the 0700 home) it enters as their owner
         if not mode & 0o001:
             parent.chmod(mode | 0o001)
             changed.append(parent)
     return changed
+
+
+def private_dir(path: Path, run_as: RunAs) -> Path:
+    """`path` as a directory only the service user can enter (0700, owned by it); created when missing."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    run_as.own(path)
+    return path
+
+
+def prepare_home(home: Path, run_as: RunAs) -> list[Path]:
+    """STUDIOOPS_HOME as 0700, owned by the user the servers run as, and reachable by that user.
+
+    As root the servers run as an unprivileged user, who must enter the home to reach its data: the home belongs
+    to that user (root enters any directory anyway). A 0710 home with a shared group would work too, but would
+    need a group of its own to keep everyone else out. Returns the parents given o+x (see ensure_traversable).
+    """
+    private_dir(home, run_as)
+    return ensure_traversable(home, run_as)

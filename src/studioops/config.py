@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     backup_zstd_level: int = Field(3, ge=1, le=22)
     observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
     observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
+    console_password: SecretStr = Field(SecretStr(""), description="console login password (required in production)")
+    console_session_ttl: str = Field("12h", description="how long a console login lasts (a duration)")
 
     @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", mode="before")
     @classmethod
@@ -60,6 +62,12 @@ class Settings(BaseSettings):
         # An empty line in .env (as the templates have) means "the default", not the current directory.
         if value is None or (isinstance(value, str) and not value.strip()):
             return PACKAGE_MIGRATIONS_DIR if info.field_name == "studioops_migrations_dir" else None
+        return value
+
+    @field_validator("console_session_ttl")
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        parse_duration(value)
         return value
 
     @field_validator("database_url")
@@ -77,6 +85,10 @@ class Settings(BaseSettings):
     def langfuse_enabled(self) -> bool:
         """Langfuse tracing is on when both keys are set."""
         return bool(self.langfuse_public_key and self.langfuse_secret_key.get_secret_value())
+
+    @property
+    def console_session_seconds(self) -> float:
+        return parse_duration(self.console_session_ttl)
 
     @property
     def backups(self) -> Path:

@@ -36,11 +36,11 @@ def _safe(fn, *args) -> Any:
         return {"error": one_line(exc, 300)}
 
 
-def _services(settings: Settings) -> list[dict]:
+def _services(settings: Settings, pool) -> list[dict]:
     from studioops import stack
 
     out = []
-    for s in stack.status(settings):
+    for s in stack.status(settings, pool):
         row = s.as_dict()
         row["uptime"] = process_uptime(s.pid) if s.running else None
         out.append(row)
@@ -73,7 +73,7 @@ def overview(settings: Settings, pool=None, console_address: str = "", health_ti
     from studioops.metrics import disk_metrics
 
     jobs = {
-        "services": _POOL.submit(_safe, _services, settings),
+        "services": _POOL.submit(_safe, _services, settings, pool),
         "health": _POOL.submit(_safe, check_infrastructure_health, settings, pool, health_timeout),
         "database": _POOL.submit(_safe, _database, settings, pool),
         "backups": _POOL.submit(_safe, _latest_backup, settings),

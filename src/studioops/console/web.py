@@ -68,7 +68,8 @@ def _ago(value: Any) -> str:
         value = datetime.fromisoformat(value)
     if isinstance(value, datetime):
         value = value.timestamp()
-    return _duration(max(0.0, time.time() - value)) + " ago"
+    age = time.time() - value
+    return "just now" if age < 2 else _duration(age) + " ago"
 
 
 def _duration(seconds: float | None) -> str:

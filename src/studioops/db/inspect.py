@@ -72,9 +72,10 @@ def indexes(conn: psycopg.Connection) -> list[dict]:
 
 def activity(conn: psycopg.Connection) -> list[dict]:
     """pg_stat_activity for this database (background workers excluded), longest-running first."""
-    rows = conn.execute("""
+    rows = conn.execute(r"""
         SELECT pid, usename, application_name, client_addr::text, state, wait_event_type, wait_event,
-               backend_start, xact_start, query_start, extract(epoch FROM now() - query_start), left(query, 500),
+               backend_start, xact_start, query_start, extract(epoch FROM now() - query_start),
+               regexp_replace(left(query, 500), '\s+', ' ', 'g'),
                pid = pg_backend_pid()
         FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'
         ORDER BY query_start NULLS LAST""").fetchall()

@@ -144,6 +144,7 @@ def test_nothing_is_shown_without_a_login(server, browser):
     p.goto(server.url + "/database")
     assert p.url.startswith(server.url + "/login")
     assert "console_rows" not in p.content()
+    screenshot(p, "login")
     context.close()
 
 
@@ -209,6 +210,14 @@ def test_a_post_without_its_csrf_token_is_refused(page, server, data_stack):
         assert client.post("/logout").status_code == 403  # even logging out
 
 
+def test_a_bad_session_ttl_is_one_line(tmp_path):
+    env = {"PATH": os.environ["PATH"], "STUDIOOPS_HOME": str(tmp_path), "CONSOLE_SESSION_TTL": "forever"}
+    result = subprocess.run([sys.executable, "-m", "studioops", "console", "--json"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("studioops: CONSOLE_SESSION_TTL") and result.stderr.count("\n") == 1
+
+
 def test_production_requires_a_strong_console_password():
     from studioops.envfile import guard_production
     from studioops.errors import ConfigError
@@ -261,6 +270,19 @@ def test_every_page_renders_with_data_from_the_stack(page, server, data_stack):
         objects = len(reader.manifest["objects"])
     assert archive["name"] in text and f"{rows:,} rows, {objects:,} objects" in text
     screenshot(page, "backups")
+
+
+def test_every_page_reads_without_javascript(browser, data_stack, server):
+    context = browser.new_context(java_script_enabled=False)
+    p = context.new_page()
+    p.goto(login_link(data_stack, server))
+    expected = {"/": "running", "/database": "console_rows", "/storage": "documents", "/backups": "studioops-backup-",
+                "/database/tables/public/console_rows": "row 1", "/storage/b/documents?prefix=projects/console/":
+                "file-0.txt"}
+    for path, text in expected.items():
+        p.goto(server.url + path)
+        assert text in p.locator("main").inner_text(), path
+    context.close()
 
 
 def test_table_browser_pages_by_key_and_exports_csv(page, server):

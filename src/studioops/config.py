@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     @field_validator("console_session_ttl")
     @classmethod
     def _check_duration(cls, value: str) -> str:
-        parse_duration(value)
+        try:
+            seconds = parse_duration(value)
+        except ConfigError:
+            seconds = 0
+        if seconds <= 0:
+            raise ConfigError(f"CONSOLE_SESSION_TTL '{value}' is not a positive duration. Write it as 30m, 12h or 7d")
         return value
 
     @field_validator("database_url")

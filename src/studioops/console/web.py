@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from studioops.config import Settings
 from studioops.console import auth
 from studioops.console.access import ConsoleGate, server_port
-from studioops.errors import ObjectNotFoundError, StudioOpsError
+from studioops.errors import ObjectNotFoundError, StudioOpsError, one_line
 
 HERE = Path(__file__).parent
 HTMX = "htmx-2.0.11.min.js"
@@ -185,12 +185,34 @@ def install(app: FastAPI, settings: Settings, state: dict) -> None:
     app.include_router(_pages(console))
     app.include_router(_api(console))
 
+    def explain(request: Request, status: int, message: str):
+        if request.url.path.startswith("/api/") or "hx-request" in request.headers:
+            return JSONResponse({"detail": message}, status_code=status)
+        return console.render(request, "error.html", status=status, title="Error", message=message)
+
     @app.exception_handler(StudioOpsError)
     async def _studioops_error(request: Request, exc: StudioOpsError):
-        status = 404 if isinstance(exc, ObjectNotFoundError) or type(exc).__name__ == "TableNotFoundError" else 400
-        if request.url.path.startswith("/api/") or "hx-request" in request.headers:
-            return JSONResponse({"detail": str(exc)}, status_code=status)
-        return console.render(request, "error.html", status=status, title="Error", message=str(exc))
+        from studioops.db.inspect import TableNotFoundError
+        from studioops.errors import DatabaseUnavailableError, StorageUnavailableError
+
+        if isinstance(exc, ObjectNotFoundError | TableNotFoundError):
+            status = 404
+        elif isinstance(exc, DatabaseUnavailableError | StorageUnavailableError):
+            status = 503
+        else:
+            status = 400
+        return explain(request, status, str(exc))
+
+    from psycopg import Error as DatabaseError
+    from psycopg_pool import PoolTimeout
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(DatabaseError)
+    async def _database_error(request: Request, exc: Exception):
+        from studioops.config import redact_url
+
+        return explain(request, 503, "the database did not answer: " + redact_url(one_line(exc, 300))
+                       + ". Check it with `studioops status`")
 
 
 def _login_response(console: Console, request: Request, target: str) -> Response:

@@ -1,8 +1,8 @@
 """Console pages' server time with 100,000 objects in a bucket and 100,000 rows in a table: p50/p95 per page.
 
 Run: `.venv/bin/python bench/console.py` (BENCH_OBJECTS=100000, BENCH_ROWS=100000, BENCH_REQUESTS=60). Starts
-its own embedded stack and `studioops api` (which serves the console) in temporary directories, puts the objects
-through S3 (after a real backup of the seeded stack), logs in with a one-time link, then requests each page one at a time over a
+its own embedded stack and `studioops api` (which serves the console) in temporary directories, makes a real
+backup, puts the objects through S3, logs in with a one-time link, then requests each page one at a time over a
 keep-alive loopback connection (time to the full response: an upper bound of the server's time). Target: p95
 <= 100 ms. Baseline in the same run: /livez of the same server (no I/O). Bucket object counts come from a
 background listing (an S3 server has no count call); the time that listing takes is printed too.

@@ -193,6 +193,17 @@ def test_sessions_expire(tmp_path):
     assert auth.check_session(s, cookie, now=time.time() + 3) is None
     assert (tmp_path / "console").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "console" / "secret").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "console" / "secret").unlink()  # a new secret: every session is gone
+    assert auth.check_session(s, cookie) is None
+    token = auth.issue_token(s)
+    assert (tmp_path / "console" / "tokens").stat().st_mode & 0o777 == 0o700
+    assert auth.redeem_token(s, token) and not auth.redeem_token(s, token)
+    # With a password, the key comes from it: another replica (another home) accepts the session.
+    a = Settings(_env_file=None, studioops_home=tmp_path / "a", console_password="p" * 20)
+    b = Settings(_env_file=None, studioops_home=tmp_path / "b", console_password="p" * 20)
+    c = Settings(_env_file=None, studioops_home=tmp_path / "b", console_password="q" * 20)
+    shared = auth.new_session(a)
+    assert auth.check_session(b, shared) is not None and auth.check_session(c, shared) is None
 
 
 def test_a_post_without_its_csrf_token_is_refused(page, server, data_stack):

@@ -4,7 +4,7 @@ The console shows prompts, outputs and the whole database, so nothing is shown w
 State lives under STUDIOOPS_HOME/console/ (0700): `secret` (0600) signs sessions and CSRF tokens, and each
 unused login link is a 0600 file named by its token's sha256 under `tokens/`. Redeeming a link deletes its file,
 so a link works once, across processes (the CLI that printed it and the server that redeems it share nothing
-else). Deleting `secret` logs every session out.
+else). Deleting `secret` (or changing CONSOLE_PASSWORD, when set) logs every session out.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ def _write_new(path: Path, data: bytes) -> bool:
 
 
 def secret(settings: Settings) -> bytes:
-    """The console's signing key, created on first use."""
+    """The key that signs sessions and CSRF tokens. Derived from CONSOLE_PASSWORD when it is set, so replicas
+    of the API agree without sharing a file (and changing the password logs everyone out); otherwise the
+    random `console/secret`, created on first use."""
+    password = settings.console_password.get_secret_value()
+    if password:
+        return hmac.new(password.encode(), b"studioops-console-signing-key", hashlib.sha256).hexdigest().encode()
     path = console_dir(settings) / "secret"
     if not path.exists():
         _write_new(path, secrets.token_hex(32).encode())

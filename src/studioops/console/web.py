@@ -275,18 +275,26 @@ def _pages(console: Console) -> APIRouter:
         return console.render(request, "_overview.html", o=data)
 
     # -- database -----------------------------------------------------------------------------------------------
-    def database_facts() -> dict:
+    async def database_facts() -> dict:
         from studioops.db import inspect
         from studioops.db.migrate import Migrator
 
-        with console.borrow() as conn:
-            return {"summary": inspect.summary(conn), "tables": inspect.tables(conn),
-                    "indexes": inspect.indexes(conn), "activity": inspect.activity(conn),
-                    "migrations": Migrator(settings.db, settings.studioops_migrations_dir).status(conn).as_dict()}
+        def migrations(conn) -> dict:
+            return Migrator(settings.db, settings.studioops_migrations_dir).status(conn).as_dict()
+
+        def on_own_connection(query):
+            with console.borrow() as conn:
+                return query(conn)
+
+        # Independent catalog queries, each on its own pooled connection: the page costs the slowest one.
+        parts = {"summary": inspect.summary, "tables": inspect.tables, "indexes": inspect.indexes,
+                 "activity": inspect.activity, "migrations": migrations}
+        results = await asyncio.gather(*(console.call(on_own_connection, q) for q in parts.values()))
+        return dict(zip(parts, results, strict=True))
 
     @router.get("/database")
     async def database_page(request: Request):
-        return console.render(request, "database.html", title="Database", d=await console.call(database_facts))
+        return console.render(request, "database.html", title="Database", d=await database_facts())
 
     @router.get("/partials/activity")
     async def activity_partial(request: Request):

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 SO     := $(BIN)/studioops
 
 
-.PHONY: web up down status test lint bench install dev-up dev-down db-migrate db-seed logs api health backup-db restore-db clean clean-venv
+.PHONY: web up down status test lint bench browser install dev-up dev-down db-migrate db-seed logs api health backup-db restore-db clean clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +32,18 @@ down: $(BIN)/.installed
 status: $(BIN)/.installed
 	$(SO) status
 
-## test: install the dev extras, lint, run the whole suite
-test: $(BIN)/.installed-dev
+## test: install the dev extras and the browser, lint, run the whole suite
+test: $(BIN)/.installed-dev browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
+
+## browser: Debian's chromium for the console's browser tests (Playwright drives it; nothing is downloaded).
+## Quick when it is there; without root or apt-get the browser tests skip and say why.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "make: could not install chromium; the browser tests will be skipped" >&2; \
+	  else echo "make: chromium is missing and installing it needs root and apt-get (apt-get install -y chromium); the browser tests will be skipped" >&2; fi; }
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests bench
@@ -46,6 +54,7 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/backup.py
+	$(BIN)/python bench/console.py
 
 # The design document's targets.
 dev-up: up

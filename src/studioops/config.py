@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     backup_zstd_level: int = Field(3, ge=1, le=22)
     observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
     observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
+    console_password: SecretStr = Field(SecretStr(""), description="console login password (required in production)")
+    console_session_ttl: str = Field("12h", description="how long a console login lasts (a duration)")
 
     @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", mode="before")
     @classmethod
@@ -74,6 +76,16 @@ class Settings(BaseSettings):
                 f"STORAGE_PUBLIC_BUCKETS names the {BACKUP_BUCKET} bucket, which holds the whole database: anyone "
                 f"could download it. Remove {BACKUP_BUCKET} from STORAGE_PUBLIC_BUCKETS"
             )
+
+    @field_validator("console_session_ttl")
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        try:
+            seconds = parse_duration(value)
+        except ConfigError:
+            seconds = 0
+        if seconds <= 0:
+            raise ConfigError(f"CONSOLE_SESSION_TTL '{value}' is not a positive duration. Write it as 30m, 12h or 7d")
         return value
 
     @field_validator("database_url")
@@ -91,6 +103,10 @@ class Settings(BaseSettings):
     def langfuse_enabled(self) -> bool:
         """Langfuse tracing is on when both keys are set."""
         return bool(self.langfuse_public_key and self.langfuse_secret_key.get_secret_value())
+
+    @property
+    def console_session_seconds(self) -> float:
+        return parse_duration(self.console_session_ttl)
 
     @property
     def backups(self) -> Path:

@@ -22,7 +22,7 @@ MIN_SECRET_LENGTH = 16
 SECRET_VARIABLES = [
     "POSTGRES_PASSWORD", "MINIO_SECRET_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_DB_PASSWORD", "LANGFUSE_SALT",
     "LANGFUSE_ENCRYPTION_KEY", "LANGFUSE_NEXTAUTH_SECRET", "LANGFUSE_INIT_USER_PASSWORD", "CLICKHOUSE_PASSWORD",
-    "REDIS_PASSWORD",
+    "REDIS_PASSWORD", "CONSOLE_PASSWORD",
 ]
 # Defaults and placeholders from the design document and our templates: never acceptable in production.
 KNOWN_DEFAULTS = {"studioops", "studioops123", "your-secret-here", "your-langfuse-secret", "secure_password",
@@ -57,6 +57,8 @@ def weak_secrets(settings: Settings, environ: dict[str, str] | None = None) -> l
     for name in SECRET_VARIABLES:
         if name == "MINIO_SECRET_KEY":
             value = settings.minio_secret_key.get_secret_value()
+        elif name == "CONSOLE_PASSWORD":
+            value = settings.console_password.get_secret_value()  # required: the console shows everything
         elif name == "LANGFUSE_SECRET_KEY":
             value = settings.langfuse_secret_key.get_secret_value()
             if not value:

@@ -83,6 +83,9 @@ def create_app(settings: Settings | None = None, health_timeout: float = 2.0, ca
     app = FastAPI(title="StudioOps API", version=__version__, lifespan=lifespan,
                   description="Health, readiness and metrics of the StudioOps infrastructure.")
     app.add_middleware(HttpMetrics, registry=registry)
+    from studioops.console.web import install as install_console
+
+    install_console(app, settings, state)  # the console's pages and its login gate (deny by default)
     health_cache = TimedCache(cache_seconds)
     ready_cache = TimedCache(cache_seconds)
 

@@ -13,6 +13,7 @@ import typer
 from typer.models import DefaultPlaceholder
 
 from studioops.cli import backup as backup_commands
+from studioops.cli import console as console_commands
 from studioops.cli import db as db_commands
 from studioops.cli import env as env_commands
 from studioops.cli import ops as ops_commands
@@ -41,6 +42,7 @@ def _root(
 
 stack_commands.register(app)
 ops_commands.register(app)
+console_commands.register(app)
 app.add_typer(db_commands.app, name="db")
 app.add_typer(storage_commands.app, name="storage")
 app.add_typer(backup_commands.app, name="backup")

@@ -97,16 +97,18 @@ def down(settings: Settings, timeout: float = 30.0) -> list[str]:
     return [s.name for s, was_running in zip(services, stopped, strict=True) if was_running]
 
 
-def status(settings: Settings) -> list[ServiceState]:
-    """Each service's state; for a running PostgreSQL also its versions and migration head (and, first, an
-    interrupted restore is finished or rolled back: said on stderr and in the postgres row's details)."""
+def status(settings: Settings, pool=None) -> list[ServiceState]:
+    """Each service's state; for a running PostgreSQL also its versions and migration head. From the CLI (no
+    `pool`), an interrupted restore is first finished or rolled back: said on stderr and in the postgres row's
+    details. `pool`: the API's connection pool (the console asks every few seconds; a new connection costs more
+    than the queries)."""
     services = _services(settings)
     # A service's companions (the S3 console in weed's process) get rows of their own.
     states = [s.state() for s in services] + [c.state() for s in services for c in getattr(s, "companions", [])]
     for state in states:
         if state.name == "postgres" and state.state in {"running", "external"}:
-            restore_notes = _settle_restore(settings)
-            state.versions, state.details = _database_facts(settings)
+            restore_notes = _settle_restore(settings) if pool is None else []
+            state.versions, state.details = _database_facts(settings, pool)
             if restore_notes:
                 state.details["restore"] = " ".join(restore_notes)
     return states
@@ -126,17 +128,19 @@ def _settle_restore(settings: Settings) -> list[str]:
     return notes
 
 
-def _database_facts(settings: Settings) -> tuple[dict[str, str], dict[str, object]]:
-    from studioops.db.connect import connect
+def _database_facts(settings: Settings, pool=None) -> tuple[dict[str, str], dict[str, object]]:
+    from studioops.db.connect import borrow
     from studioops.db.migrate import Migrator
 
     try:
-        with connect(settings.db, autocommit=True, timeout=2) as conn:
+        with borrow(settings.db, pool, timeout=2) as conn:
             pg = conn.execute("SHOW server_version").fetchone()[0]
             vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        migrations = Migrator(settings.db, settings.studioops_migrations_dir).status()
-    except StudioOpsError as exc:
-        return {}, {"error": str(exc)}
+            migrations = Migrator(settings.db, settings.studioops_migrations_dir).status(conn)
+    except Exception as exc:  # a pool timeout or a query error too: status reports, never fails
+        from studioops.errors import one_line
+
+        return {}, {"error": one_line(exc) if not isinstance(exc, StudioOpsError) else str(exc)}
     return (
         {"postgresql": pg, "pgvector": vector[0] if vector else "not installed"},
         {"migration_head": migrations.head, "pending_migrations": len(migrations.pending)},

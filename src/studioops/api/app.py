@@ -83,6 +83,11 @@ def create_app(settings: Settings | None = None, health_timeout: float = 2.0, ca
     app = FastAPI(title="StudioOps API", version=__version__, lifespan=lifespan,
                   description="Health, readiness and metrics of the StudioOps infrastructure.")
     app.add_middleware(HttpMetrics, registry=registry)
+    from studioops.api.langfuse_api import langfuse_router
+    from studioops.api.traces import traces_router
+
+    app.include_router(langfuse_router(settings, state))
+    app.include_router(traces_router(settings, state))
     health_cache = TimedCache(cache_seconds)
     ready_cache = TimedCache(cache_seconds)
 

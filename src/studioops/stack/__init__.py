@@ -15,12 +15,15 @@ from studioops.stack.service import ServiceState
 
 
 def _services(settings: Settings) -> list:
+    from studioops.stack.console import EmbeddedConsole, ExternalConsole
     from studioops.stack.postgres import EmbeddedPostgres, ExternalPostgres
     from studioops.stack.seaweed import EmbeddedS3, ExternalS3
 
     postgres = EmbeddedPostgres(settings) if settings.db.is_local else ExternalPostgres(settings)
     s3 = EmbeddedS3(settings)
-    return [postgres, s3 if s3.is_local else ExternalS3(settings)]
+    console = EmbeddedConsole(settings)
+    return [postgres, s3 if s3.is_local else ExternalS3(settings),
+            console if console.is_local else ExternalConsole(settings)]
 
 
 def _each(services: list, action) -> list:

@@ -103,8 +103,11 @@ def test_langfuse_sdk_trace_is_stored_as_its_tree_with_usage_and_cost(console):
 
 def test_wrong_or_missing_keys_get_401_and_nothing_is_stored(console):
     # (A new public key: the SDK shares one client's credentials among clients with the same public key.)
+    from langfuse.api import UnauthorizedError
+
     client = sdk_client(console, public=f"pk-lf-{uuid.uuid4().hex[:8]}")
-    assert not client.auth_check()
+    with pytest.raises(UnauthorizedError):
+        client.auth_check()
     with client.start_as_current_observation(name="should-not-be-stored") as span:
         trace_id = span.trace_id
     client.flush()
@@ -158,3 +161,174 @@ def otlp_request(spans: list[dict], scope: str = "test-instrumentation") -> byte
         for k, v in (s.get("attributes") or {}).items():
             span.attributes.append(KeyValue(key=k, value=value(v)))
     return request.SerializeToString()
+
+
+def basic(console) -> tuple[str, str]:
+    return console["public"], console["secret"]
+
+
+def test_plain_opentelemetry_exporter_with_genai_attributes(console):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import Status, StatusCode
+
+    token = base64.b64encode(f"{console['public']}:{console['secret']}".encode()).decode()
+    exporter = OTLPSpanExporter(endpoint=console["url"] + "/api/public/otel/v1/traces",
+                                headers={"Authorization": f"Basic {token}"})
+    provider = TracerProvider(resource=Resource.create({"service.name": "chatbot", "service.version": "1.2.3"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("my-genai-instrumentation")
+    with tracer.start_as_current_span("chat gpt-4o") as span:
+        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                             "gen_ai.request.temperature": 0.5, "gen_ai.usage.input_tokens": 1000,
+                             "gen_ai.usage.output_tokens": 100, "user.id": "otel-user"})
+        span.set_status(Status(StatusCode.ERROR, "rate limited"))
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+
+    trace = trace_tree(console["stack"], trace_id)
+    assert trace["user_id"] == "otel-user" and trace["name"] == "chat gpt-4o" and trace["version"] == "1.2.3"
+    (gen,) = trace["observations"]
+    assert gen["type"] == "generation" and gen["model"] == "gpt-4o"
+    assert gen["usage_details"] == {"input": 1000, "output": 100}
+    assert gen["model_parameters"] == {"temperature": 0.5}
+    assert gen["level"] == "ERROR" and gen["status_message"] == "rate limited"
+    price = PRICES["gpt-4o"]
+    assert gen["total_cost"] == pytest.approx(1000 * price["input"] + 100 * price["output"])
+
+
+def otlp_json(trace_id: str, span_ids: list[str], **attributes) -> dict:
+    now = time.time_ns()
+    return {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"scope": {"name": "js"}, "spans": [
+        {"traceId": trace_id, "spanId": sid, "name": f"json-{sid}", "startTimeUnixNano": str(now),
+         "endTimeUnixNano": str(now + 5_000_000), "status": {"code": 0},
+         "attributes": [{"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": v}}
+                        for k, v in attributes.items()]}
+        for sid in span_ids]}]}]}
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_otlp_json_plain_and_gzip(console, compressed):
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    body = json.dumps(otlp_json(trace_id, [span_id], **{
+        "langfuse.observation.type": "generation", "langfuse.observation.model.name": "claude-3-5-haiku-20241022",
+        "langfuse.observation.usage_details": json.dumps({"input": 10, "output": 20}),
+        "langfuse.observation.cost_details": json.dumps({"total": 0.5}),
+        "langfuse.trace.tags": '["a", "b"]', "session.id": "s-json"})).encode()
+    headers = {"Content-Type": "application/json"}
+    if compressed:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    response = httpx.post(console["url"] + "/api/public/otel/v1/traces", content=body, headers=headers,
+                          auth=basic(console))
+    assert response.status_code == 200, response.text
+    trace = trace_tree(console["stack"], trace_id)
+    assert trace["session_id"] == "s-json" and trace["tags"] == ["a", "b"]
+    (obs,) = trace["observations"]
+    assert obs["id"] == span_id and obs["usage_details"] == {"input": 10, "output": 20}
+    assert obs["total_cost"] == 0.5 and obs["cost_details"] == {"total": 0.5}  # provided cost wins
+
+
+@pytest.mark.parametrize(("content_type", "encoding", "body", "status", "reason"), [
+    ("application/x-protobuf", None, b"\xff\xff\xff not protobuf", 400, "not an OTLP protobuf"),
+    ("application/json", None, b"{not json", 400, "not OTLP JSON"),
+    ("application/json", None, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "x"}]}]}]}',
+     400, "not OTLP JSON"),
+    ("application/x-protobuf", "gzip", b"\x1f\x8b\x08 truncated gzip", 400, "gzip"),
+    ("application/x-protobuf", "br", b"whatever", 400, "unsupported content encoding"),
+    ("text/plain", None, b"hello", 415, "unsupported content type"),
+    ("", None, b"hello", 415, "unsupported content type"),
+])
+def test_bad_otlp_bodies_get_4xx_with_the_reason(console, content_type, encoding, body, status, reason):
+    headers = {"Content-Type": content_type}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    before = count(console["stack"], "SELECT count(*) FROM observations")
+    response = httpx.post(console["url"] + "/api/public/otel/v1/traces", content=body, headers=headers,
+                          auth=basic(console))
+    assert response.status_code == status, response.text
+    assert reason in response.json()["message"]
+    assert count(console["stack"], "SELECT count(*) FROM observations") == before
+
+
+def test_oversized_bodies_get_413(console):
+    from studioops.observability.ingest import MAX_BODY_BYTES
+
+    url = console["url"] + "/api/public/otel/v1/traces"
+    big = b"\x00" * (MAX_BODY_BYTES + 1)
+    response = httpx.post(url, content=big, headers={"Content-Type": "application/x-protobuf"}, auth=basic(console))
+    assert response.status_code == 413 and "limit" in response.json()["message"]
+    bomb = gzip.compress(big)  # ~16 KB on the wire, over the limit once inflated
+    assert len(bomb) < 100_000
+    response = httpx.post(url, content=bomb, headers={"Content-Type": "application/x-protobuf",
+                                                      "Content-Encoding": "gzip"}, auth=basic(console))
+    assert response.status_code == 413
+    response = httpx.post(console["url"] + "/api/public/ingestion", content=big,
+                          headers={"Content-Type": "application/json"}, auth=basic(console))
+    assert response.status_code == 413
+
+
+def test_invalid_spans_are_rejected_and_the_valid_ones_stored_whole(console):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    trace_id = uuid.uuid4().hex
+    good = [uuid.uuid4().hex[:16] for _ in range(3)]
+    spans = [span_dict(trace_id, sid, attributes={"langfuse.observation.input": "\x00nul is dropped"})
+             for sid in good]
+    spans.append(span_dict("00" * 16, uuid.uuid4().hex[:16]))  # all-zero trace id: invalid in OTLP
+    spans.append(span_dict(trace_id, "abc"))  # a span id of 3 bytes
+    response = httpx.post(console["url"] + "/api/public/otel/v1/traces", content=otlp_request(spans),
+                          headers={"Content-Type": "application/x-protobuf"}, auth=basic(console))
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 2
+    assert "invalid trace id" in answer.partial_success.error_message
+    stored = count(console["stack"], "SELECT count(*) FROM observations WHERE trace_id = %s", trace_id)
+    assert stored == 3
+    assert trace_tree(console["stack"], trace_id)["observations"][0]["input"] == "nul is dropped"
+
+
+def v2_event(kind: str, body: dict, event_id: str | None = None) -> dict:
+    return {"id": event_id or uuid.uuid4().hex, "type": kind, "timestamp": "2026-01-01T00:00:00Z", "body": body}
+
+
+def test_half_bad_v2_batch_stores_the_good_events_and_names_the_bad(console):
+    trace_id = f"v2-{uuid.uuid4().hex[:8]}"
+    gen_id = uuid.uuid4().hex
+    batch = [
+        v2_event("trace-create", {"id": trace_id, "name": "v2 trace", "userId": "u2", "tags": ["x"]}, "e-trace"),
+        v2_event("generation-create", {"id": gen_id, "traceId": trace_id, "name": "gen", "model": "gpt-4o-mini",
+                                       "startTime": "2026-01-01T00:00:01Z",
+                                       "usage": {"promptTokens": 100, "completionTokens": 10}}, "e-gen"),
+        v2_event("generation-update", {"id": gen_id, "traceId": trace_id, "endTime": "2026-01-01T00:00:02Z",
+                                       "output": "answer"}, "e-gen-update"),
+        v2_event("span-create", {"id": uuid.uuid4().hex, "traceId": trace_id, "startTime": "yesterday"}, "e-bad-time"),
+        v2_event("wat-create", {"id": "1"}, "e-bad-type"),
+        v2_event("span-update", {"id": uuid.uuid4().hex}, "e-orphan-update"),  # nothing to update, no trace
+        v2_event("score-create", {"traceId": trace_id, "name": "quality", "value": 0.9}, "e-score"),
+        "not an event",
+    ]
+    response = httpx.post(console["url"] + "/api/public/ingestion", json={"batch": batch}, auth=basic(console))
+    assert response.status_code == 207
+    result = response.json()
+    assert {s["id"] for s in result["successes"]} == {"e-trace", "e-gen", "e-gen-update", "e-score"}
+    errors = {e["id"]: e for e in result["errors"]}
+    assert set(errors) == {"e-bad-time", "e-bad-type", "e-orphan-update", "#7"}
+    assert "startTime" in errors["e-bad-time"]["error"] and all(e["status"] == 400 for e in errors.values())
+    trace = trace_tree(console["stack"], trace_id)
+    assert trace["name"] == "v2 trace" and trace["user_id"] == "u2"
+    (gen,) = trace["observations"]
+    assert gen["output"] == "answer" and gen["end_time"] is not None and gen["name"] == "gen"
+    assert gen["usage_details"] == {"input": 100, "output": 10}
+    price = PRICES["gpt-4o-mini"]
+    assert gen["total_cost"] == pytest.approx(100 * price["input"] + 10 * price["output"])
+    assert [s["name"] for s in trace["scores"]] == ["quality"]
+
+
+def test_bad_v2_envelopes_get_400(console):
+    url = console["url"] + "/api/public/ingestion"
+    for body in [b"not json", b'{"no_batch": []}', b"[1, 2]", b"[" * 100_000]:
+        response = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, auth=basic(console))
+        assert response.status_code == 400, (body[:20], response.text)
+        assert response.json()["message"]

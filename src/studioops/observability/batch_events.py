@@ -33,8 +33,8 @@ class EventError(ValueError):
 def parse_body(body: bytes) -> list[dict[str, Any]]:
     try:
         doc = json.loads(body)
-    except ValueError as exc:
-        raise BadRequest(f"the body is not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("batch"), list):
         raise BadRequest('the body must be a JSON object with a "batch" list of events')
     return doc["batch"]

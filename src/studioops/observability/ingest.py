@@ -55,7 +55,7 @@ def _store(connection, batch: Batch, prices: PriceTable, merge: bool) -> None:
     try:
         with connection() as conn:
             write_batch(conn, batch, prices, merge=merge)
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError, UnicodeEncodeError) as exc:
         raise otlp.BadRequest(f"the data was refused by the trace store: {one_line(exc, 200)}") from None
     except psycopg.errors.UndefinedTable:
         raise StoreUnavailable("the trace store is not migrated. Run `studioops db migrate`") from None

@@ -127,7 +127,7 @@ def _decode_json(body: bytes) -> list[Span]:
                         else int(code), status.get("message", ""), resource, scope,
                     ))
         return spans
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
         raise BadRequest(f"the body is not OTLP JSON ({type(exc).__name__}: {exc})") from None
 
 
@@ -146,7 +146,7 @@ def _parsed(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in '{["0123456789-tfn':
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return value
     return value
 
@@ -267,6 +267,8 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+MAX_TIME_NS = 253402300799 * 10**9  # 9999-12-31T23:59:59Z, the last moment Python's datetime holds
+
 _TRACE_UPDATE_KEYS = ("langfuse.trace.name", "user.id", "langfuse.user.id", "session.id", "langfuse.session.id",
                       "langfuse.trace.tags", "langfuse.trace.metadata", "langfuse.trace.input",
                       "langfuse.trace.output", "gen_ai.conversation.id")
@@ -346,6 +348,10 @@ def check(span: Span) -> str | None:
         return "invalid trace id"
     if len(span.span_id) != 16 or span.span_id == "0" * 16:
         return "invalid span id"
+    if span.parent_span_id is not None and len(span.parent_span_id) != 16:
+        return "invalid parent span id"
+    if not 0 <= span.start_ns < MAX_TIME_NS or not 0 <= span.end_ns < MAX_TIME_NS:
+        return "start or end time out of range"
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 from studioops.observability.prices import PriceTable
@@ -60,8 +61,23 @@ def _json(value: Any) -> str | None:
     """JSON text for a jsonb column. PostgreSQL refuses the NUL character in jsonb and text: it is dropped."""
     if value is None:
         return None
-    text = json.dumps(value, default=str, ensure_ascii=False)
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity, which JSON (and jsonb) cannot hold: stored as null
+        text = json.dumps(_finite(value), default=str, ensure_ascii=False)
+    except RecursionError:  # nested deeper than the parser goes: kept as text
+        text = json.dumps(str(value)[:100_000])
     return text.replace("\\u0000", "") if "\\u0000" in text else text
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _text(value: str | None) -> str | None:

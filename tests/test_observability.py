@@ -1,4 +1,5 @@
-"""LLM tracing: the real Langfuse SDK against a local OTLP receiver, and the local Postgres trace store."""
+"""LLM tracing: the real Langfuse SDK against a local OTLP receiver, the local trace store (traces and
+observations; `llm_traces` is a view over them since 003), `studioops traces`, and the store-once rule."""
 
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ def test_local_store_rows_match_the_calls(running_stack):
     a, b, c, d = (rows[f"{tag}-{x}"] for x in "abcd")
     assert a[1] == langfuse_trace_id(f"{tag}-a")
     assert a[2:10] == ("gpt-4o-mini", "Summarise the brief", "A summer campaign.", 120, 9, "provider", "ok", None)
-    assert a[10] == 812.5 and a[11] == {"project": "summer"}
+    assert a[10] == pytest.approx(812.5) and a[11]["project"] == "summer"
     assert b[2] == "gpt-4o" and b[4] == "Quote Q-1: 1,000 USD" and b[5:8] == (40, 12, "provider")
     assert b[10] is not None and b[10] >= 0
     assert c[8] == "error" and c[9] == "ValueError: invalid response"
@@ -188,22 +189,87 @@ def test_full_queue_drops_and_counts(running_stack):
     assert [r.trace_id for r in sink.records] == ["first", "t0", "t1", "t2", "t3", "t4"]
 
 
-def test_traces_command_and_metrics_read_the_local_store(running_stack):
+def test_traces_command_and_metrics_read_the_trace_store(running_stack):
     service = ObservabilityService(settings_for(running_stack))
     tag = uuid.uuid4().hex[:8]
-    service.trace_llm_call(f"{tag}-ok", "q", "a", "gpt-4o", input_tokens=3, output_tokens=2)
-    service.trace_llm_call(f"{tag}-err", "q", None, "gpt-4o", status="error", error="RateLimitError")
+    service.trace_llm_call(f"{tag}-ok", "q", "a", "gpt-4o", input_tokens=3000, output_tokens=200,
+                           metadata={"user": "u"})
+    service.trace_llm_call(f"{tag}-err", "q", None, "no-such-model", input_tokens=5, output_tokens=0,
+                           status="error", error="RateLimitError")
     service.flush(15)
     service.shutdown()
+    ok_id, err_id = langfuse_trace_id(f"{tag}-ok"), langfuse_trace_id(f"{tag}-err")
     listed = running_stack.cli("traces", "--limit", "2", "--json")
-    assert listed.returncode == 0
-    assert {t["trace_id"] for t in json.loads(listed.stdout)["traces"]} == {f"{tag}-ok", f"{tag}-err"}
+    assert listed.returncode == 0, listed.stderr
+    page = json.loads(listed.stdout)
+    by_id = {t["id"]: t for t in page["traces"]}
+    assert set(by_id) == {ok_id, err_id}
+    ok, err = by_id[ok_id], by_id[err_id]
+    assert (ok["input_tokens"], ok["output_tokens"], ok["level"], ok["observation_count"]) == (3000, 200, "DEFAULT", 1)
+    from studioops.observability.prices import price_table
+
+    expected = price_table(None).cost("gpt-4o", {"input": 3000, "output": 200})["total"]
+    assert ok["total_cost"] == pytest.approx(expected)
+    assert err["level"] == "ERROR" and err["total_cost"] is None  # unknown model: no cost, never a guess
+    for name in ("id", "name", "user_id", "session_id", "tags", "timestamp", "latency_ms", "input_tokens",
+                 "output_tokens", "total_cost", "level", "observation_count"):
+        assert name in ok
+    errors_only = json.loads(running_stack.cli("traces", "--level", "error", "--since", "1h", "--json").stdout)
+    assert err_id in {t["id"] for t in errors_only["traces"]} and ok_id not in {t["id"] for t in errors_only["traces"]}
+    by_model = json.loads(running_stack.cli("traces", "--model", "no-such-model", "--json").stdout)
+    assert [t["id"] for t in by_model["traces"]][:1] == [err_id]
+    text = running_stack.cli("traces", "--limit", "2")
+    assert text.returncode == 0 and ok_id in text.stdout
+
     metrics = json.loads(running_stack.cli("metrics", "--json").stdout)["observability"]
     with psycopg.connect(running_stack.url) as conn:
-        total, errors = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status = 'error') FROM llm_traces").fetchone()
+        total = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
+        errors = conn.execute("SELECT count(DISTINCT trace_id) FROM observations WHERE level = 'ERROR'").fetchone()[0]
+        unpriced = conn.execute("SELECT count(*) FROM observations WHERE model IS NOT NULL AND total_cost IS NULL "
+                                "AND usage_details <> '{}'").fetchone()[0]
     assert metrics["traces_count"] == total
     assert metrics["error_rate"] == pytest.approx(errors / total, abs=1e-6)
+    assert metrics["unpriced_observations"] == unpriced >= 1
+    models = {m["model"]: m for m in metrics["models"]}
+    assert models["gpt-4o"]["input_tokens"] >= 3000 and models["gpt-4o"]["cost"] >= expected
+
+
+def test_traces_show_prints_the_tree(running_stack):
+    from datetime import UTC, datetime, timedelta
+
+    from studioops.observability.prices import price_table
+    from studioops.observability.rows import Batch, ObservationRow, TraceRow
+    from studioops.observability.writer import write_batch
+
+    trace_id, t0 = uuid.uuid4().hex, datetime.now(UTC)
+    batch = Batch(traces=[TraceRow(id=trace_id, timestamp=t0, name="tree", tags=["t"])], observations=[
+        ObservationRow(id=f"{trace_id}-root", trace_id=trace_id, type="agent", name="agent", start_time=t0,
+                       end_time=t0 + timedelta(seconds=2)),
+        ObservationRow(id=f"{trace_id}-tool", trace_id=trace_id, type="tool", name="search", start_time=t0,
+                       parent_observation_id=f"{trace_id}-root", input={"q": "x"}, output=["r"]),
+        ObservationRow(id=f"{trace_id}-gen", trace_id=trace_id, type="generation", name="answer",
+                       start_time=t0 + timedelta(seconds=1), parent_observation_id=f"{trace_id}-root",
+                       model="gpt-4o-mini", usage_details={"input": 10, "output": 5}),
+    ])
+    with psycopg.connect(running_stack.url, autocommit=True) as conn:
+        write_batch(conn, batch, price_table(None))
+    shown = running_stack.cli("traces", "show", trace_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    tree = json.loads(shown.stdout)
+    (root,) = tree["observations"]
+    assert root["name"] == "agent" and [c["name"] for c in root["observations"]] == ["search", "answer"]
+    tool, gen = root["observations"]
+    assert tool["parent_observation_id"] == root["id"] and tool["input"] == {"q": "x"} and tool["output"] == ["r"]
+    assert gen["usage_details"] == {"input": 10, "output": 5} and gen["total_cost"] > 0
+    text = running_stack.cli("traces", "show", trace_id)
+    lines = text.stdout.splitlines()
+    agent_line = next(line for line in lines if "agent" in line and "│" in line)
+    search_line = next(line for line in lines if "search" in line)
+    assert search_line.index("search") > agent_line.index("agent")  # indented under its parent
+    missing = running_stack.cli("traces", "show", "no-such-trace")
+    assert missing.returncode == 1 and missing.stderr.startswith("studioops: no trace with id")
+    bad = running_stack.cli("traces", "--since", "soon")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and bad.stderr.startswith("studioops:")
 
 
 def test_health_checks_langfuse_when_configured(running_stack, receiver):

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from studioops.observability.keys import development_keys
-from studioops.observability.prices import DEFAULT_PRICES, PriceTable
+from studioops.observability.prices import DEFAULT_PRICES
 from studioops.stack.process import wait_until
 
 PRICES = {m["model_name"]: m["prices"] for m in json.loads(DEFAULT_PRICES.read_text())["models"]}
@@ -63,16 +63,15 @@ def test_langfuse_sdk_trace_is_stored_as_its_tree_with_usage_and_cost(console):
     assert client.auth_check()
     tag = uuid.uuid4().hex[:8]
     with client.start_as_current_observation(name=f"handle-request-{tag}", input={"question": "budget?"}) as root:
-        with propagate_attributes(user_id=f"user-{tag}", session_id=f"session-{tag}", tags=["summer", tag],
-                                  trace_name=f"chat-{tag}"):
-            with client.start_as_current_observation(name="retrieve", as_type="span") as retrieve:
-                retrieve.update(output={"documents": 3})
-                with client.start_as_current_observation(
-                        name="answer", as_type="generation", model="gpt-4o-mini",
-                        model_parameters={"temperature": 0.2},
-                        usage_details={"input": 1200, "output": 300}, input=[{"role": "user", "content": "q"}],
-                ) as generation:
-                    generation.update(output="96,950 USD", metadata={"project": "summer"})
+        with (propagate_attributes(user_id=f"user-{tag}", session_id=f"session-{tag}", tags=["summer", tag],
+                                   trace_name=f"chat-{tag}"),
+              client.start_as_current_observation(name="retrieve", as_type="span") as retrieve):
+            retrieve.update(output={"documents": 3})
+            with client.start_as_current_observation(
+                    name="answer", as_type="generation", model="gpt-4o-mini", model_parameters={"temperature": 0.2},
+                    usage_details={"input": 1200, "output": 300}, input=[{"role": "user", "content": "q"}],
+            ) as generation:
+                generation.update(output="96,950 USD", metadata={"project": "summer"})
         root.update(output="done")
         trace_id = root.trace_id
     client.flush()
@@ -326,9 +325,128 @@ def test_half_bad_v2_batch_stores_the_good_events_and_names_the_bad(console):
     assert [s["name"] for s in trace["scores"]] == ["quality"]
 
 
+# The design document's ObservabilityService (SDK v2 style), as written there except for the usage keys: SDK v2
+# accepts {input, output} (or OpenAI's names) and refuses {input_tokens, output_tokens} before sending anything.
+DESIGN_DOC_SERVICE = textwrap.dedent("""
+    import os
+    from langfuse import Langfuse
+
+    class ObservabilityService:
+        def __init__(self):
+            self.langfuse = Langfuse(
+                public_key=os.getenv('LANGFUSE_PUBLIC_KEY'),
+                secret_key=os.getenv('LANGFUSE_SECRET_KEY'),
+                host=os.getenv('LANGFUSE_HOST', 'http://localhost:3100')
+            )
+            self.enabled = bool(os.getenv('LANGFUSE_PUBLIC_KEY'))
+
+        def trace_llm_call(self, trace_id: str, input_text: str, output_text: str, model: str):
+            if not self.enabled:
+                return
+            self.langfuse.generation(
+                id=f"{trace_id}-generation",
+                trace_id=trace_id,
+                name="llm_generation",
+                model=model,
+                input=input_text,
+                output=output_text,
+                usage={
+                    "input": len(input_text.split()),
+                    "output": len(output_text.split())
+                }
+            )
+
+    import sys
+    service = ObservabilityService()
+    service.trace_llm_call(sys.argv[1], "What is the budget of the summer campaign?", "96,950 USD", "gpt-4o-mini")
+    service.langfuse.flush()
+""")
+
+
+@pytest.fixture(scope="session")
+def sdk_v2_python(tmp_path_factory) -> Path:
+    """A virtual environment with the Langfuse SDK v2 (from PyPI), made once per test session."""
+    venv = tmp_path_factory.mktemp("langfuse-v2") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    python = venv / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "langfuse<3"], capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        pytest.skip(f"the Langfuse SDK v2 could not be installed from PyPI: {done.stderr.strip()[-300:]}")
+    return python
+
+
+def test_sdk_v2_design_document_code_is_stored(console, sdk_v2_python, tmp_path):
+    script = tmp_path / "design_doc_service.py"
+    script.write_text(DESIGN_DOC_SERVICE)
+    trace_id = f"design-doc-{uuid.uuid4().hex[:8]}"
+    env = {"PATH": os.environ["PATH"], "LANGFUSE_PUBLIC_KEY": console["public"],
+           "LANGFUSE_SECRET_KEY": console["secret"], "LANGFUSE_HOST": console["url"]}
+    done = subprocess.run([str(sdk_v2_python), str(script), trace_id], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr
+    trace = trace_tree(console["stack"], trace_id)
+    (gen,) = trace["observations"]
+    assert gen["id"] == f"{trace_id}-generation" and gen["type"] == "generation" and gen["model"] == "gpt-4o-mini"
+    assert gen["input"] == "What is the budget of the summer campaign?" and gen["output"] == "96,950 USD"
+    assert gen["usage_details"] == {"input": 8, "output": 2}
+    price = PRICES["gpt-4o-mini"]
+    assert gen["total_cost"] == pytest.approx(8 * price["input"] + 2 * price["output"])
+
+
 def test_bad_v2_envelopes_get_400(console):
     url = console["url"] + "/api/public/ingestion"
     for body in [b"not json", b'{"no_batch": []}', b"[1, 2]", b"[" * 100_000]:
         response = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, auth=basic(console))
         assert response.status_code == 400, (body[:20], response.text)
         assert response.json()["message"]
+
+
+# -- ObservabilityService and the console ------------------------------------------------------------------------
+def test_service_exporting_to_the_console_stores_each_call_once(console):
+    from studioops.config import Settings
+    from studioops.observability import ObservabilityService, langfuse_trace_id
+
+    settings = Settings(_env_file=None, **{**console["stack"].settings.model_dump(),
+                                           "langfuse_public_key": console["public"],
+                                           "langfuse_secret_key": console["secret"]})
+    service = ObservabilityService(settings)
+    assert [s.name for s in service.sinks] == ["local", "langfuse"]
+    caller_id = f"once-{uuid.uuid4().hex[:8]}"
+    service.trace_llm_call(caller_id, "Summarise the brief", "A summer campaign.", "gpt-4o-mini",
+                           input_tokens=120, output_tokens=9, latency_ms=800)
+    assert service.flush(15)
+    service.shutdown()
+    assert service.stats().failures == {"local": 0, "langfuse": 0}
+    trace_id = langfuse_trace_id(caller_id)
+
+    def exported() -> bool:  # the console's copy has arrived (only the Langfuse path sends this key)
+        return count(console["stack"], "SELECT count(*) FROM observations WHERE trace_id = %s "
+                                       "AND metadata ? 'studioops_observation_id'", trace_id) > 0
+
+    assert wait_until(exported, 10, 0.1)
+    assert count(console["stack"], "SELECT count(*) FROM observations WHERE trace_id = %s", trace_id) == 1
+    assert count(console["stack"], "SELECT count(*) FROM traces WHERE id = %s", trace_id) == 1
+    (gen,) = trace_tree(console["stack"], trace_id)["observations"]
+    assert gen["usage_details"] == {"input": 120, "output": 9} and gen["total_cost"] > 0
+
+
+def test_service_drops_and_counts_rather_than_blocks_when_the_store_is_down(running_stack):
+    from studioops.config import Settings
+    from studioops.observability import ObservabilityService
+    from studioops.stack.process import free_port
+
+    base = running_stack.settings.model_dump()
+    base.update(database_url=f"postgresql://studioops:x@127.0.0.1:{free_port()}/studioops",
+                langfuse_public_key="", langfuse_secret_key="")
+    service = ObservabilityService(Settings(_env_file=None, **base), queue_size=50)
+    started = time.perf_counter()
+    for i in range(200):
+        service.trace_llm_call(f"down-{i}", "q", "a", "gpt-4o", input_tokens=1, output_tokens=1)
+    assert time.perf_counter() - started < 0.5  # the caller never waits for the store
+    service.flush(15)
+    service.shutdown()
+    stats = service.stats()
+    assert stats.enqueued + stats.dropped == 200
+    assert stats.failures["local"] == stats.enqueued > 0

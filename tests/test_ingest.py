@@ -450,3 +450,83 @@ def test_service_drops_and_counts_rather_than_blocks_when_the_store_is_down(runn
     stats = service.stats()
     assert stats.enqueued + stats.dropped == 200
     assert stats.failures["local"] == stats.enqueued > 0
+
+
+# -- the console service -----------------------------------------------------------------------------------------
+def console_state(stack) -> dict:
+    status = json.loads(stack.cli("status", "--json").stdout)
+    return next(s for s in status["services"] if s["name"] == "console")
+
+
+def test_console_lifecycle_status_logs_down_and_stale_pid(fresh_stack):
+    import signal
+    import stat
+
+    up = fresh_stack.cli("up")
+    assert up.returncode == 0, up.stderr
+    port = fresh_stack.settings.langfuse_host.rsplit(":", 1)[1]
+    assert "started" in up.stdout and "console" in up.stdout
+    public, secret = development_keys(fresh_stack.settings, create=False)
+    assert f"LANGFUSE_PUBLIC_KEY={public}" in up.stdout and f"LANGFUSE_SECRET_KEY={secret}" in up.stdout
+    state = console_state(fresh_stack)
+    assert state["state"] == "running" and state["address"] == f"127.0.0.1:{port}"
+    pid = state["pid"]
+    for path in (fresh_stack.home / "console" / "keys.json", fresh_stack.home / "console" / "console.log"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((fresh_stack.home / "console").stat().st_mode) == 0o700
+    # Loopback only, and nothing but the health probe without credentials.
+    assert httpx.get(f"http://127.0.0.1:{port}/api/public/health").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/api/public/projects").status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{port}/api/traces").status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{port}/api/traces", auth=(public, secret)).status_code == 200
+    logs = fresh_stack.cli("logs", "console")
+    assert logs.returncode == 0 and "Uvicorn running" in logs.stdout
+    again = fresh_stack.cli("up")
+    assert again.returncode == 0 and console_state(fresh_stack)["pid"] == pid  # already running: left alone
+
+    # Killed hard: the pid file is stale, and the next `up` starts a new console.
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: console_state(fresh_stack)["state"] == "stopped", 10, 0.1)
+    up = fresh_stack.cli("up")
+    assert up.returncode == 0, up.stderr
+    new_pid = console_state(fresh_stack)["pid"]
+    assert new_pid and new_pid != pid
+
+    down = fresh_stack.cli("down")
+    assert down.returncode == 0 and "console" in down.stdout
+    assert console_state(fresh_stack)["state"] == "stopped"
+    assert not (fresh_stack.home / "run" / "console.json").exists()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/api/public/health", timeout=1)
+    # A pid file naming an unrelated live process (a reused PID after a reboot) is not our console.
+    unrelated = subprocess.Popen(["sleep", "30"])
+    try:
+        (fresh_stack.home / "run" / "console.json").write_text(json.dumps({"pid": unrelated.pid, "port": port}))
+        assert console_state(fresh_stack)["state"] == "stopped"
+        up = fresh_stack.cli("up")
+        assert up.returncode == 0, up.stderr
+        assert console_state(fresh_stack)["pid"] not in (None, unrelated.pid)
+        assert unrelated.poll() is None  # left alone
+    finally:
+        unrelated.kill()
+
+
+def test_console_port_in_use_is_one_line_naming_langfuse_host(fresh_stack):
+    from tests.conftest import port_taken
+
+    port = int(fresh_stack.settings.langfuse_host.rsplit(":", 1)[1])
+    with port_taken(port):
+        result = fresh_stack.cli("up")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("studioops: "), result.stderr
+    assert f"port {port}" in lines[0] and "LANGFUSE_HOST" in lines[0]
+
+
+def test_no_console_for_a_remote_langfuse_host(fresh_stack):
+    fresh_stack.env["LANGFUSE_HOST"] = "https://cloud.langfuse.com"
+    up = fresh_stack.cli("up")
+    assert up.returncode == 0, up.stderr
+    state = console_state(fresh_stack)
+    assert state["state"] == "external" and state["pid"] is None
+    assert not (fresh_stack.home / "run" / "console.json").exists()

@@ -283,3 +283,33 @@ def test_health_checks_langfuse_when_configured(running_stack, receiver):
                                                       "LANGFUSE_HOST": closed})
     assert down.returncode == 1 and json.loads(down.stdout)["overall"] == "degraded"
     assert "sk" not in json.loads(down.stdout)["observability"].get("error", "").split()
+
+
+def test_user_prices_add_models_and_override_defaults(running_stack, tmp_path):
+    from studioops.errors import ConfigError
+    from studioops.observability.prices import PriceTable
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps([
+        {"model_name": "studio-llm", "match_pattern": "(?i)^(studio/)?studio-llm(-\\d+)?$",
+         "prices": {"input": 0.001, "output": 0.002}},
+        {"model_name": "gpt-4o-mini", "prices": {"input": 0.5, "output": 1.0}},  # no pattern: the exact name
+    ]))
+    service = ObservabilityService(settings_for(running_stack, observability_prices_file=str(prices)))
+    tag = uuid.uuid4().hex[:8]
+    service.trace_llm_call(f"{tag}-own", "q", "a", "Studio/Studio-LLM-2", input_tokens=100, output_tokens=10)
+    service.trace_llm_call(f"{tag}-override", "q", "a", "gpt-4o-mini", input_tokens=2, output_tokens=1)
+    service.trace_llm_call(f"{tag}-default", "q", "a", "gpt-4o", input_tokens=1000, output_tokens=0)
+    assert service.flush(15)
+    service.shutdown()
+    with psycopg.connect(running_stack.url) as conn:
+        costs = dict(conn.execute(
+            "SELECT t.metadata ->> 'studioops_trace_id', o.total_cost FROM observations o JOIN traces t "
+            "ON t.id = o.trace_id WHERE t.metadata ->> 'studioops_trace_id' LIKE %s", (f"{tag}-%",)).fetchall())
+    assert float(costs[f"{tag}-own"]) == pytest.approx(100 * 0.001 + 10 * 0.002)
+    assert float(costs[f"{tag}-override"]) == pytest.approx(2 * 0.5 + 1 * 1.0)
+    assert float(costs[f"{tag}-default"]) == pytest.approx(1000 * PriceTable().find("gpt-4o").prices["input"])
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"model_name": "x", "match_pattern": "(unclosed", "prices": {}}]')
+    with pytest.raises(ConfigError, match="not a price table"):
+        PriceTable(bad)

@@ -313,3 +313,44 @@ def test_user_prices_add_models_and_override_defaults(running_stack, tmp_path):
     bad.write_text('[{"model_name": "x", "match_pattern": "(unclosed", "prices": {}}]')
     with pytest.raises(ConfigError, match="not a price table"):
         PriceTable(bad)
+
+
+def test_migration_003_moves_llm_traces_rows_into_the_trace_store(scratch_db, tmp_path):
+    import shutil
+
+    from studioops.config import PACKAGE_MIGRATIONS_DIR, parse_database_url
+    from studioops.db.migrate import Migrator
+
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for name in ("001_initial_schema.sql", "002_llm_traces.sql"):
+        shutil.copy(PACKAGE_MIGRATIONS_DIR / name, old / name)
+    db = parse_database_url(scratch_db)
+    Migrator(db, old).migrate()
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        for trace_id, status, started, tokens in [("chat-1", "ok", "2026-01-01T10:00:00Z", (10, 2)),
+                                                  ("chat-1", "error", "2026-01-01T10:00:05Z", (None, None)),
+                                                  ("chat-2", "ok", "2026-01-02T10:00:00Z", (7, 3))]:
+            conn.execute(
+                "INSERT INTO llm_traces (trace_id, langfuse_trace_id, name, model, input, output, input_tokens, "
+                "output_tokens, latency_ms, status, error, metadata, started_at) VALUES (%s, %s, 'llm_generation', "
+                "'gpt-4o', 'q', 'a', %s, %s, 1500, %s, %s, '{\"project\": \"p\"}', %s)",
+                (trace_id, langfuse_trace_id(trace_id), *tokens, status, "boom" if status == "error" else None,
+                 started))
+    shutil.copy(PACKAGE_MIGRATIONS_DIR / "003_trace_store.sql", old / "003_trace_store.sql")
+    assert Migrator(db, old).migrate() == ["003_trace_store.sql"]
+    with psycopg.connect(scratch_db) as conn:
+        traces = conn.execute("SELECT id, name, metadata ->> 'studioops_trace_id', timestamp FROM traces "
+                              "ORDER BY timestamp").fetchall()
+        obs = conn.execute("SELECT trace_id, type, model, input, usage_details, level, status_message, "
+                           "end_time - start_time, metadata ->> 'project' FROM observations "
+                           "ORDER BY start_time").fetchall()
+        view = conn.execute("SELECT count(*), count(*) FILTER (WHERE status = 'error') FROM llm_traces").fetchone()
+    assert [(t[0], t[2]) for t in traces] == [(langfuse_trace_id("chat-1"), "chat-1"),
+                                              (langfuse_trace_id("chat-2"), "chat-2")]
+    assert traces[0][3].isoformat().startswith("2026-01-01T10:00:00")
+    assert len(obs) == 3 and all(o[1] == "generation" and o[2] == "gpt-4o" and o[3] == "q" for o in obs)
+    assert obs[0][4] == {"input": 10, "output": 2, "total": 12} and obs[0][5] == "DEFAULT"
+    assert obs[1][4] == {} and obs[1][5] == "ERROR" and obs[1][6] == "boom"
+    assert obs[0][7].total_seconds() == 1.5 and obs[0][8] == "p"
+    assert view == (3, 1)  # the old name still reads

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from studioops.observability.prices import PriceTable
-from studioops.observability.rows import OBSERVATION_TYPES, Batch, ObservationRow, TraceRow, parse_level
+from studioops.observability.rows import OBSERVATION_TYPES, Batch, ObservationRow, RawJSON, TraceRow, parse_level
 
 
 class BadRequest(ValueError):
@@ -62,10 +62,15 @@ def _decode_protobuf(body: bytes) -> list[Span]:
         for ss in rs.scope_spans:
             scope = ss.scope.name
             for s in ss.spans:
+                attrs = {}
+                for a in s.attributes:
+                    v = a.value
+                    # Most values are strings: read them without a call (this loop runs for every attribute).
+                    attrs[a.key] = v.string_value if v.WhichOneof("value") == "string_value" else _pb_value(v)
                 spans.append(Span(
                     s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex() or None, s.name,
-                    s.start_time_unix_nano, s.end_time_unix_nano, {a.key: _pb_value(a.value) for a in s.attributes},
-                    s.status.code, s.status.message, resource, scope,
+                    s.start_time_unix_nano, s.end_time_unix_nano, attrs, s.status.code, s.status.message,
+                    resource, scope,
                 ))
     return spans
 
@@ -151,6 +156,25 @@ def _parsed(value: Any) -> Any:
     return value
 
 
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # built once (json.loads(..., kw) builds one per call)
+
+
+def _payload(value: Any) -> Any:
+    """An input or output: JSON object or array text is kept as text (checked to parse, stored as is); anything
+    else is the value itself (a plain string stays a string)."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            _STRICT_JSON.decode(value)
+        except (ValueError, RecursionError):
+            return value
+        return RawJSON(value)
+    return value
+
+
 def _first(attrs: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         value = attrs.get(key)
@@ -171,11 +195,13 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _metadata(attrs: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """`prefix` as a JSON object, plus each `prefix.KEY` attribute (the SDK flattens metadata that way)."""
     out = _object(attrs.get(prefix))
     dotted = prefix + "."
-    for key, value in attrs.items():
+    size = len(dotted)
+    for key in attrs:
         if key.startswith(dotted):
-            out[key[len(dotted):]] = _parsed(value)
+            out[key[size:]] = _parsed(attrs[key])
     return out
 
 
@@ -240,6 +266,8 @@ def _model_parameters(attrs: dict[str, Any]) -> dict[str, Any] | None:
     given = _object(attrs.get("langfuse.observation.model.parameters"))
     if given:
         return given
+    if "gen_ai.request.model" not in attrs and "gen_ai.operation.name" not in attrs:
+        return None  # not a GenAI-convention span: no request parameters to look for
     params = {key[len("gen_ai.request."):]: value for key, value in attrs.items()
               if key.startswith("gen_ai.request.") and key != "gen_ai.request.model"}
     return params or None
@@ -273,11 +301,14 @@ _TRACE_UPDATE_KEYS = ("langfuse.trace.name", "user.id", "langfuse.user.id", "ses
                       "langfuse.trace.tags", "langfuse.trace.metadata", "langfuse.trace.input",
                       "langfuse.trace.output", "gen_ai.conversation.id")
 _SDK_SCOPES = ("langfuse-sdk", "langfuse")
+_TRACE_PREFIXES = ("langfuse.trace", "user.id", "session.id", "langfuse.user", "langfuse.session", "langfuse.release",
+                   "langfuse.version", "langfuse.environment", "gen_ai.conversation")
 
 
-def span_rows(span: Span) -> tuple[TraceRow, ObservationRow]:
+def span_rows(span: Span, trace_known: bool = False) -> tuple[TraceRow, ObservationRow]:
     """One span: the trace it belongs to (full for a root span or one carrying trace attributes, else only its
-    id and time) and its observation."""
+    id and time) and its observation. `trace_known`: an earlier span of this request carried the same trace
+    attributes, so this one adds nothing to the trace but its time."""
     attrs = span.attributes
     start = _time(span.start_ns)
     environment = _first(attrs, "langfuse.environment") or _first(
@@ -290,10 +321,10 @@ def span_rows(span: Span) -> tuple[TraceRow, ObservationRow]:
         # Other instrumentations: keep their attributes, as Langfuse does (minus what became columns).
         metadata["attributes"] = {k: v for k, v in attrs.items() if not k.startswith(("langfuse.", "gen_ai.usage"))}
     observation_id = metadata.get("studioops_observation_id")
-    input_value = _parsed(_first(attrs, "langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt",
-                                 "input.value"))
-    output_value = _parsed(_first(attrs, "langfuse.observation.output", "gen_ai.output.messages",
-                                  "gen_ai.completion", "output.value"))
+    input_value = _payload(_first(attrs, "langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt",
+                                  "input.value"))
+    output_value = _payload(_first(attrs, "langfuse.observation.output", "gen_ai.output.messages",
+                                   "gen_ai.completion", "output.value"))
     observation = ObservationRow(
         id=observation_id if isinstance(observation_id, str) and observation_id else span.span_id,
         trace_id=span.trace_id,
@@ -323,7 +354,7 @@ def span_rows(span: Span) -> tuple[TraceRow, ObservationRow]:
     )
     is_root = not span.parent_span_id or str(attrs.get("langfuse.internal.as_root")).lower() == "true"
     trace = TraceRow(id=span.trace_id, timestamp=start, environment=environment)
-    if is_root or any(key in attrs for key in _TRACE_UPDATE_KEYS):
+    if is_root or (not trace_known and any(key in attrs for key in _TRACE_UPDATE_KEYS)):
         trace.name = _as_text(attrs.get("langfuse.trace.name")) or (span.name if is_root else None)
         trace.user_id = _as_text(_first(attrs, "langfuse.user.id", "user.id"))
         trace.session_id = _as_text(_first(attrs, "langfuse.session.id", "session.id", "gen_ai.conversation.id"))
@@ -333,9 +364,9 @@ def span_rows(span: Span) -> tuple[TraceRow, ObservationRow]:
         trace.version = _as_text(version)
         public = attrs.get("langfuse.trace.public")
         trace.public = (public is True or str(public).lower() == "true") if public is not None else None
-        trace.input = _parsed(attrs.get("langfuse.trace.input")) if "langfuse.trace.input" in attrs else (
+        trace.input = _payload(attrs.get("langfuse.trace.input")) if "langfuse.trace.input" in attrs else (
             input_value if is_root else None)
-        trace.output = _parsed(attrs.get("langfuse.trace.output")) if "langfuse.trace.output" in attrs else (
+        trace.output = _payload(attrs.get("langfuse.trace.output")) if "langfuse.trace.output" in attrs else (
             output_value if is_root else None)
         if is_root and span.resource:
             trace.metadata.setdefault("resourceAttributes", span.resource)
@@ -358,12 +389,17 @@ def check(span: Span) -> str | None:
 def to_batch(spans: list[Span], prices: PriceTable | None = None) -> tuple[Batch, list[str]]:
     """The rows of the valid spans, and why each invalid one was rejected."""
     batch, rejected = Batch(), []
+    seen: dict[str, list] = {}  # trace id -> the trace attributes already taken from this request
     for span in spans:
         reason = check(span)
         if reason:
             rejected.append(f"span {span.span_id or '?'}: {reason}")
             continue
-        trace, observation = span_rows(span)
+        # The SDK repeats the trace's attributes on every span (propagate_attributes): build the trace once.
+        signature = [(k, v) for k, v in span.attributes.items() if k.startswith(_TRACE_PREFIXES)]
+        known = seen.get(span.trace_id) == signature
+        seen[span.trace_id] = signature
+        trace, observation = span_rows(span, known)
         batch.traces.append(trace)
         batch.observations.append(observation)
     return batch, rejected

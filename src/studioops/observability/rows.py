@@ -19,6 +19,12 @@ LEVEL_ALIASES = {"DEBUG": "DEBUG", "TRACE": "DEBUG", "DEFAULT": "DEFAULT", "INFO
                  "WARNING": "WARNING", "WARN": "WARNING", "ERROR": "ERROR", "FATAL": "ERROR", "CRITICAL": "ERROR"}
 
 
+class RawJSON(str):
+    """JSON text that arrived as such (an SDK attribute) and was checked to parse: stored without re-encoding."""
+
+    __slots__ = ()
+
+
 def parse_level(value: Any) -> str | None:
     return LEVEL_ALIASES.get(value.strip().upper()) if isinstance(value, str) else None
 

@@ -7,13 +7,12 @@ ObservabilityService and exported to the console) do they take the slower merge 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from typing import Any
 
 from studioops.observability.prices import PriceTable
-from studioops.observability.rows import Batch, ObservationRow, ScoreRow, TraceRow
+from studioops.observability.rows import Batch, ObservationRow, RawJSON, ScoreRow, TraceRow
 
 OBSERVATION_COLUMNS = (
     "id", "trace_id", "parent_observation_id", "type", "name", "start_time", "end_time", "completion_start_time",
@@ -57,12 +56,17 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False, allow_nan=False)  # built once: this runs per value
+
+
 def _json(value: Any) -> str | None:
     """JSON text for a jsonb column. PostgreSQL refuses the NUL character in jsonb and text: it is dropped."""
     if value is None:
         return None
+    if type(value) is RawJSON:  # JSON text as it arrived (already checked to parse)
+        return value.replace("\\u0000", "") if "\\u0000" in value else value
     try:
-        text = json.dumps(value, default=str, ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except ValueError:  # NaN or Infinity, which JSON (and jsonb) cannot hold: stored as null
         text = json.dumps(_finite(value), default=str, ensure_ascii=False)
     except RecursionError:  # nested deeper than the parser goes: kept as text
@@ -91,21 +95,31 @@ def _trace_params(t: TraceRow) -> tuple:
 
 
 def _observation_values(o: ObservationRow) -> tuple:
-    return tuple(
-        _json(getattr(o, c)) if c in _JSON_COLUMNS and (getattr(o, c) or c in {"input", "output"})
-        else (None if c in _JSON_COLUMNS else (_text(v) if isinstance(v := getattr(o, c), str) else v))
-        for c in OBSERVATION_COLUMNS
-    )
+    """The row in OBSERVATION_COLUMNS order (written out: this runs for every span)."""
+    t = _text
+    return (o.id, o.trace_id, o.parent_observation_id, o.type, t(o.name), o.start_time, o.end_time,
+            o.completion_start_time, t(o.model), _json(o.model_parameters) if o.model_parameters else None,
+            _json(o.input), _json(o.output), _json(o.usage_details) if o.usage_details else None,
+            _json(o.cost_details) if o.cost_details else None, o.input_tokens, o.output_tokens, o.total_tokens,
+            o.total_cost, o.cost_source, o.level, t(o.status_message), _json(o.metadata) if o.metadata else None,
+            t(o.prompt_name), o.prompt_version, t(o.environment), t(o.version))
 
 
 def _merged(rows: list, key=lambda r: r.id) -> list:
-    """One row per id: later rows fold into earlier ones."""
+    """One row per id: later rows fold into a copy of the first (the caller's rows stay as they were: a batch
+    may be retried event by event)."""
     out: dict[str, Any] = {}
+    copied: set[str] = set()
     for row in rows:
-        if (k := key(row)) in out:
-            out[k].merge(row)
-        else:
-            out[k] = copy.copy(row)  # the caller's rows stay as they were (a batch may be retried event by event)
+        k = key(row)
+        first = out.get(k)
+        if first is None:
+            out[k] = row
+            continue
+        if k not in copied:
+            out[k] = first = type(first)(**{name: getattr(first, name) for name in first.__slots__})
+            copied.add(k)
+        first.merge(row)
     return list(out.values())
 
 

@@ -105,7 +105,9 @@ def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20,
         ORDER BY t.timestamp DESC, t.id DESC
         LIMIT %s
     """
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        # A page is a short walk down an index: starting parallel workers costs more than it saves (seen: 80 ms).
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         rows = cur.execute(sql, [*params, limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]

@@ -29,11 +29,18 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def require_keys(settings: Settings) -> Callable[[Request], None]:
-    """A dependency: 401 unless the request carries the ingestion key pair as HTTP Basic credentials."""
-    keys = ingestion_keys(settings)
+    """A dependency: 401 unless the request carries the ingestion key pair as HTTP Basic credentials. The pair is
+    read on first use (the development pair is a file under STUDIOOPS_HOME: building the app writes nothing)."""
+    keys: list[tuple[str, str]] = []
 
     def check(request: Request) -> None:
-        if not basic_auth_matches(request.headers.get("authorization"), keys):
+        if not keys:
+            try:
+                keys.append(ingestion_keys(settings))
+            except OSError as exc:
+                raise HTTPException(503, f"no ingestion key pair: cannot write the development pair ({exc.strerror})."
+                                         " Set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY") from None
+        if not basic_auth_matches(request.headers.get("authorization"), keys[0]):
             raise HTTPException(401, "Invalid credentials: use HTTP Basic LANGFUSE_PUBLIC_KEY:LANGFUSE_SECRET_KEY",
                                 headers={"WWW-Authenticate": 'Basic realm="langfuse"'})
 

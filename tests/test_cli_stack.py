@@ -34,7 +34,8 @@ def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
 
     status = fresh_stack.cli("status", "--json")
     assert status.returncode == 0
-    pg, s3 = json.loads(status.stdout)["services"]
+    pg, s3, console = json.loads(status.stdout)["services"]
+    assert console["name"] == "console" and console["state"] == "running"
     assert s3["name"] == "s3" and s3["state"] == "running"
     assert s3["address"] == "127.0.0.1:" + fresh_stack.env["MINIO_ENDPOINT"].split(":")[1]
     assert pg["state"] == "running"

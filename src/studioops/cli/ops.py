@@ -62,6 +62,13 @@ def metrics(as_json: bool = typer.Option(False, "--json", help="Print the result
         rows.append(["observability", "traces in Langfuse", obs["langfuse_traces_count"]])
     rows.append(["observability", "error rate", obs["error_rate"] if obs["error_rate"] is not None
                  else "unavailable"])
+    if obs.get("observations_count") is not None:
+        rows.append(["observability", "observations", f"{obs['observations_count']} "
+                     f"({obs['unpriced_observations']} with usage but no known price)"])
+    for m in obs.get("models") or []:
+        cost = f"${m['cost']:.4f}" if m["cost"] is not None else "no price"
+        rows.append(["observability", f"model {m['model']}", f"{m['observations']} observations, "
+                     f"{m['input_tokens']:,} in / {m['output_tokens']:,} out tokens, {cost}"])
     table(None, ["area", "metric", "value"], rows)
 
 

@@ -530,3 +530,19 @@ def test_no_console_for_a_remote_langfuse_host(fresh_stack):
     state = console_state(fresh_stack)
     assert state["state"] == "external" and state["pid"] is None
     assert not (fresh_stack.home / "run" / "console.json").exists()
+
+
+def test_console_with_a_relative_home_accepts_the_keys_up_printed(fresh_stack):
+    """STUDIOOPS_HOME is relative (the default, ./.studioops): the console, running in a directory of its own,
+    must still use the same home, and so the same development keys."""
+    relative = {"STUDIOOPS_HOME": "."}  # `cli` runs in the stack's home
+    try:
+        up = fresh_stack.cli("up", env=relative)
+        assert up.returncode == 0, up.stderr
+        public = up.stdout.split("LANGFUSE_PUBLIC_KEY=")[1].split()[0]
+        secret = up.stdout.split("LANGFUSE_SECRET_KEY=")[1].split()[0]
+        response = httpx.get(fresh_stack.settings.langfuse_host + "/api/public/projects", auth=(public, secret))
+        assert response.status_code == 200, response.text
+        assert not (fresh_stack.home / "console" / "console").exists()
+    finally:
+        fresh_stack.cli("down", env=relative)

@@ -45,6 +45,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        elif isinstance(value, Path):
+            value = value.expanduser().absolute()  # the child runs in another directory
         env[name.upper()] = "" if value is None else (json.dumps(value) if isinstance(value, list | dict)
                                                       else str(value))
     return env

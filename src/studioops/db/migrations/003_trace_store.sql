@@ -61,7 +61,8 @@ CREATE TABLE observations (
 );
 
 CREATE INDEX idx_observations_trace ON observations (trace_id, start_time);
-CREATE INDEX idx_observations_model ON observations (model) WHERE model IS NOT NULL;
+-- (model, trace_id): the list's --model filter probes it per trace with both keys.
+CREATE INDEX idx_observations_model ON observations (model, trace_id) WHERE model IS NOT NULL;
 CREATE INDEX idx_observations_errors ON observations (trace_id) WHERE level = 'ERROR';
 
 CREATE TABLE scores (

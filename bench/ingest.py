@@ -96,6 +96,12 @@ def sdk_like_request(batch: int) -> bytes:
     return gzip.compress(request.SerializeToString(), 6)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (load-independent, unlike wall time on a busy machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ingest_rate(console_url: str, auth: tuple[str, str], bodies: list[bytes]) -> tuple[float, list[float]]:
     """Send every body (CLIENTS senders at once); (spans per second, per-request seconds)."""
     latencies: list[float] = []
@@ -212,7 +218,12 @@ def main() -> None:
             bodies = [sdk_like_request(BATCH) for _ in range(REQUESTS)]
             baseline_bodies = [sdk_like_request(BATCH) for _ in range(REQUESTS)]
             ingest_rate(console, auth, bodies[:4])  # warm-up: imports, pool, prepared plans
+            import json
+
+            console_pid = json.loads((settings.home / "run" / "console.json").read_text())["pid"]
+            cpu_before = cpu_seconds(console_pid)
             rate, latencies = ingest_rate(console, auth, bodies[4:])
+            console_cpu = (cpu_seconds(console_pid) - cpu_before) / len(latencies)
             baseline = copy_rate(url, baseline_bodies)
             latencies.sort()
             p50 = latencies[len(latencies) // 2] * 1000
@@ -222,6 +233,8 @@ def main() -> None:
             print(f"raw COPY of the same rows:              {baseline:,.0f} spans/s")
             print(f"ratio ingest / raw COPY:                {rate / baseline:.2f}   target >= 0.5")
             print(f"per request: p50 {p50:.1f} ms, p99 {p99:.1f} ms   target p99 <= 100 ms")
+            print(f"console CPU per request: {console_cpu * 1000:.1f} ms, i.e. {BATCH / console_cpu:,.0f} spans/s per "
+                  f"core of the console alone (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
             print(f"filling the store to {OBSERVATIONS:,} observations...")
             began = time.perf_counter()

@@ -94,6 +94,7 @@ def make_stack(root: Path) -> Stack:
         "MINIO_ENDPOINT": f"localhost:{stack_port()}",
         "MINIO_ACCESS_KEY": "test-access",
         "MINIO_SECRET_KEY": "test-secret-key-1234",
+        "LANGFUSE_HOST": f"http://localhost:{stack_port()}",  # the embedded console's port
     }
     return Stack(home, env)
 

@@ -27,6 +27,7 @@ def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
     assert "started postgres, s3" in first.stdout
     assert "001_initial_schema.sql" in first.stdout and LATEST_MIGRATION in first.stdout
     assert "test-password" not in first.stdout  # the URL is shown redacted
+    assert "/login?token=" in first.stdout  # the console's one-time login link
 
     second = fresh_stack.cli("up")
     assert second.returncode == 0
@@ -34,9 +35,10 @@ def test_up_status_down_lifecycle_is_idempotent(fresh_stack):
 
     status = fresh_stack.cli("status", "--json")
     assert status.returncode == 0
-    pg, s3, console = json.loads(status.stdout)["services"]
+    pg, s3, console, s3_console = json.loads(status.stdout)["services"]
+    assert console["name"] == "console" and console["state"] == "running"
     assert s3["name"] == "s3" and s3["state"] == "running"
-    assert console["name"] == "s3-console"  # running, or off when another stack holds MINIO_CONSOLE_PORT
+    assert s3_console["name"] == "s3-console"  # running, or off when another stack holds MINIO_CONSOLE_PORT
     assert s3["address"] == "127.0.0.1:" + fresh_stack.env["MINIO_ENDPOINT"].split(":")[1]
     assert pg["state"] == "running"
     assert pg["versions"]["postgresql"].startswith("18.")

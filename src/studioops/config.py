@@ -55,12 +55,15 @@ class Settings(BaseSettings):
     backup_keep_weekly: int = Field(4, ge=0)
     backup_upload: bool = Field(True, description="also upload each archive to the backups bucket")
     backup_zstd_level: int = Field(3, ge=1, le=22)
-    observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
+    observability_local_store: bool = Field(True, description="record traces in the local trace store")
     observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
     console_password: SecretStr = Field(SecretStr(""), description="console login password (required in production)")
     console_session_ttl: str = Field("12h", description="how long a console login lasts (a duration)")
+    observability_prices_file: Path | None = Field(None, description="model prices that add to or override "
+                                                   "Langfuse's defaults (JSON)")
 
-    @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", mode="before")
+    @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", "observability_prices_file",
+                     mode="before")
     @classmethod
     def _empty_means_default(cls, value, info):
         # An empty line in .env (as the templates have) means "the default", not the current directory.

@@ -91,11 +91,13 @@ def disk_metrics(settings: Settings) -> dict:
 def observability_metrics(settings: Settings, pool=None) -> dict:
     """Trace count and error rate from the local trace store, plus Langfuse's own count when it is configured."""
     from studioops.db.connect import borrow
-    from studioops.observability.store import langfuse_trace_count, trace_stats
+    from studioops.observability.store import langfuse_trace_count, model_usage, trace_stats
 
     try:
         with borrow(settings.db, pool) as conn:
             out = trace_stats(conn)
+            if out["traces_count"] is not None:
+                out["models"] = model_usage(conn)
     except Exception as exc:
         out = {"traces_count": None, "error_rate": None, "status": "unavailable",
                "reason": one_line(exc, 200)}
@@ -192,3 +194,33 @@ class InfrastructureCollector:
         if obs.get("error_rate") is not None:
             yield GaugeMetricFamily("studioops_trace_error_ratio", "Share of LLM traces that ended in an error.",
                                     value=obs["error_rate"])
+        yield from _trace_store_metrics(obs)
+
+
+def _trace_store_metrics(obs: dict):
+    """Observations, unpriced observations, and per model (the most used, capped; the rest as "other")
+    observations, tokens and cost."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    if obs.get("observations_count") is not None:
+        yield GaugeMetricFamily("studioops_observations", "Observations (spans, generations...) recorded.",
+                                value=obs["observations_count"])
+        yield GaugeMetricFamily("studioops_unpriced_observations",
+                                "Observations with a model and usage but no known price (cost left null).",
+                                value=obs["unpriced_observations"])
+    if obs.get("models") is None:
+        return
+    count = GaugeMetricFamily("studioops_model_observations", "Observations per model.", labels=["model"])
+    tokens = GaugeMetricFamily("studioops_model_tokens", "Tokens per model and direction.",
+                               labels=["model", "direction"])
+    cost = GaugeMetricFamily("studioops_model_cost_usd", "Cost per model in USD (priced observations).",
+                             labels=["model"])
+    for m in obs["models"]:
+        count.add_metric([m["model"]], m["observations"])
+        tokens.add_metric([m["model"], "input"], m["input_tokens"])
+        tokens.add_metric([m["model"], "output"], m["output_tokens"])
+        if m["cost"] is not None:
+            cost.add_metric([m["model"]], m["cost"])
+    yield count
+    yield tokens
+    yield cost

@@ -86,6 +86,11 @@ def create_app(settings: Settings | None = None, health_timeout: float = 2.0, ca
     from studioops.console.web import install as install_console
 
     install_console(app, settings, state)  # the console's pages and its login gate (deny by default)
+    from studioops.api.langfuse_api import langfuse_router
+    from studioops.api.traces import traces_router
+
+    app.include_router(langfuse_router(settings, state))
+    app.include_router(traces_router(settings, state))
     health_cache = TimedCache(cache_seconds)
     ready_cache = TimedCache(cache_seconds)
 

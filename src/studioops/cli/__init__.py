@@ -19,6 +19,7 @@ from studioops.cli import env as env_commands
 from studioops.cli import ops as ops_commands
 from studioops.cli import stack as stack_commands
 from studioops.cli import storage as storage_commands
+from studioops.cli import traces as traces_commands
 from studioops.cli.output import fail
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(storage_commands.app, name="storage")
 app.add_typer(backup_commands.app, name="backup")
 app.add_typer(env_commands.app, name="env")
+app.add_typer(traces_commands.app, name="traces")
 
 # The production guard (weak or default secrets with STUDIOOPS_ENV=production) runs before every command except
 # these, which neither read nor change data: `env init` writes the strong secrets the guard asks for, `down` stops

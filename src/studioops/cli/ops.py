@@ -11,7 +11,6 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.command("metrics")(metrics)
     app.command("api")(api)
-    app.command("traces")(traces)
 
 
 def health(
@@ -63,6 +62,13 @@ def metrics(as_json: bool = typer.Option(False, "--json", help="Print the result
         rows.append(["observability", "traces in Langfuse", obs["langfuse_traces_count"]])
     rows.append(["observability", "error rate", obs["error_rate"] if obs["error_rate"] is not None
                  else "unavailable"])
+    if obs.get("observations_count") is not None:
+        rows.append(["observability", "observations", f"{obs['observations_count']} "
+                     f"({obs['unpriced_observations']} with usage but no known price)"])
+    for m in obs.get("models") or []:
+        cost = f"${m['cost']:.4f}" if m["cost"] is not None else "no price"
+        rows.append(["observability", f"model {m['model']}", f"{m['observations']} observations, "
+                     f"{m['input_tokens']:,} in / {m['output_tokens']:,} out tokens, {cost}"])
     table(None, ["area", "metric", "value"], rows)
 
 
@@ -84,21 +90,3 @@ def api(
     uvicorn.run("studioops.api.main:app", host=host, port=port, reload=reload, log_level="info",
                 access_log=False)
 
-
-def traces(
-    limit: int = typer.Option(20, "--limit", "-n", min=1, max=10000, help="How many of the newest traces."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-) -> None:
-    """List recent LLM traces from the local trace store."""
-    from studioops.observability.store import recent_traces
-
-    rows = recent_traces(settings().db, limit)
-    if as_json:
-        emit_json({"traces": rows})
-        return
-    table(None, ["started", "trace id", "model", "status", "tokens in/out", "ms", "input"], [
-        [r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), r["trace_id"], r["model"], r["status"],
-         f"{r['input_tokens']}/{r['output_tokens']}" + (" est." if r["usage_source"] == "estimate" else ""),
-         f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else "", (r["input"] or "")[:40]]
-        for r in rows
-    ])

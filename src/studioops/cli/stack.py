@@ -60,6 +60,8 @@ def up(
     _render_services(result.services)
     db = settings().db
     say(f"DATABASE_URL={db}   (full URL: studioops db url)")
+    if result.console_link:
+        say(f"console: {result.console_link}   (one-time login link; studioops console prints a new one)")
 
 
 def down(
@@ -92,7 +94,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
 
 
 def logs(
-    service: str = typer.Argument(None, help="postgres or s3 (with --compose: any service; default all)."),
+    service: str = typer.Argument(None, help="postgres, s3 or console (with --compose: any service; default all)."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", help="How many of the last lines to show first."),
     use_compose: bool = typer.Option(False, "--compose", help="The Docker Compose stack's logs."),

@@ -2,6 +2,7 @@
 
 Open without a login: the probes and Prometheus (/livez, /readyz, /health, /metrics, /metrics.json), the login
 page, the static assets, and the Langfuse ingestion API under /api/public (which keeps its own Basic auth).
+/api/traces takes either a console session or the Langfuse key pair (Basic), which the route checks itself.
 Everything else needs a valid session cookie; every POST, PUT, PATCH or DELETE also needs the session's CSRF
 token (header X-CSRF-Token, or form field `csrf`). Pages answer a missing login with a redirect to /login, the
 JSON API and htmx requests with 401.
@@ -17,12 +18,18 @@ from studioops.console import auth
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/health", "/metrics", "/metrics.json", "/login", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/", "/api/public/")
+KEY_PREFIXES = ("/api/traces",)  # scripts read traces with the Langfuse key pair, as Langfuse's public API does
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_FORM = 64 * 1024  # a CSRF-checked form is small; uploads go straight to S3
 
 
 def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def carries_keys(path: str, headers: dict[bytes, bytes]) -> bool:
+    """A read of /api/traces with Basic credentials: the route checks the key pair, the gate lets it pass."""
+    return path.startswith(KEY_PREFIXES) and headers.get(b"authorization", b"")[:6].lower() == b"basic "
 
 
 def _cookies(headers: dict[bytes, bytes]) -> dict[str, str]:
@@ -54,6 +61,8 @@ class ConsoleGate:
         headers = dict(scope["headers"])
         cookie = _cookies(headers).get(auth.cookie_name(server_port(scope)))
         sid = auth.check_session(self.settings, cookie)
+        if sid is None and scope["method"] in SAFE_METHODS and carries_keys(scope["path"], headers):
+            return await self.app(scope, receive, send)
         if sid is None:
             return await self._refuse_login(scope, headers, send)
         if scope["method"] not in SAFE_METHODS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,9 @@ class TraceRecord:
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     usage_source: str = "provider"  # or "estimate", filled in by the worker
+    # The observation's id in the trace store. It travels to Langfuse as metadata, so that the embedded console
+    # (which writes to the same store) keeps one row when the call reaches it through both sinks.
+    record_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 def langfuse_trace_id(trace_id: str) -> str:

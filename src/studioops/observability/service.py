@@ -91,7 +91,7 @@ class ObservabilityService:
 
         sinks: list = []
         if self.settings.observability_local_store:
-            sinks.append(LocalStoreSink(self.settings.db))
+            sinks.append(LocalStoreSink(self.settings.db, self.settings.observability_prices_file))
         if self.settings.langfuse_enabled:
             sinks.append(LangfuseSink(self.settings))
         return sinks

@@ -1,4 +1,4 @@
-"""Where traces go: the local Postgres store (`llm_traces`) and Langfuse (through its official SDK).
+"""Where traces go: the local trace store (traces and observations) and Langfuse (through its official SDK).
 
 Both run on the service's worker thread, never on the caller's. The Langfuse sink hands the SDK an OTLP exporter
 of our own only to count failed exports; the spans, their attributes and the wire format are the SDK's.
@@ -7,15 +7,16 @@ of our own only to count failed exports; the spans, their attributes and the wir
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from studioops.config import DatabaseURL, Settings
 from studioops.errors import one_line
 from studioops.observability.records import TraceRecord, as_text, langfuse_trace_id
+from studioops.observability.rows import Batch, ObservationRow, TraceRow
 
 log = logging.getLogger("studioops.observability")
 
@@ -48,14 +49,14 @@ class _FailureLog:
 
 
 class LocalStoreSink:
-    """Batched COPY into llm_traces; reconnects after the database comes back."""
+    """Each batch into the trace store (a trace and a generation per call) in one transaction; reconnects after
+    the database comes back."""
 
     name = "local"
-    COLUMNS = ("trace_id", "langfuse_trace_id", "name", "model", "input", "output", "input_tokens", "output_tokens",
-               "usage_source", "latency_ms", "status", "error", "metadata", "started_at")
 
-    def __init__(self, db: DatabaseURL) -> None:
+    def __init__(self, db: DatabaseURL, prices_file: Path | None = None) -> None:
         self.db = db
+        self.prices_file = prices_file
         self._conn = None
         self._failures = _FailureLog(self.name)
         self.written = 0
@@ -72,20 +73,15 @@ class LocalStoreSink:
         return self._conn
 
     def write(self, batch: list[TraceRecord]) -> None:
-        rows = [
-            (r.trace_id, langfuse_trace_id(r.trace_id), r.name, r.model, as_text(r.input), as_text(r.output),
-             r.input_tokens, r.output_tokens, r.usage_source, r.latency_ms, r.status, r.error,
-             json.dumps(r.metadata, default=str), datetime.fromtimestamp(r.started_at, UTC))
-            for r in batch
-        ]
+        from studioops.observability.prices import price_table
+        from studioops.observability.writer import write_batch
+
         try:
-            conn = self._connection()
-            with conn.cursor() as cur, cur.copy(f"COPY llm_traces ({', '.join(self.COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            self.written += len(rows)
+            rows = records_to_rows(batch)
+            write_batch(self._connection(), rows, price_table(self.prices_file))
+            self.written += len(batch)
         except Exception as exc:
-            self._failures.failed(len(rows), one_line(exc, 200))
+            self._failures.failed(len(batch), one_line(exc, 200))
             self._drop_connection()
 
     def _drop_connection(self) -> None:
@@ -99,6 +95,26 @@ class LocalStoreSink:
 
     def close(self, timeout: float) -> None:
         self._drop_connection()
+
+
+def records_to_rows(batch: list[TraceRecord]) -> Batch:
+    """A trace per caller trace id (in Langfuse's id format) and a generation per call."""
+    rows = Batch()
+    for r in batch:
+        trace_id = langfuse_trace_id(r.trace_id)
+        start = datetime.fromtimestamp(r.started_at, UTC)
+        usage = {k: v for k, v in (("input", r.input_tokens), ("output", r.output_tokens)) if v is not None}
+        rows.traces.append(TraceRow(id=trace_id, timestamp=start, name=r.name,
+                                    metadata={"studioops_trace_id": r.trace_id}))
+        rows.observations.append(ObservationRow(
+            id=r.record_id, trace_id=trace_id, type="generation", name=r.name, start_time=start,
+            end_time=start + timedelta(milliseconds=r.latency_ms) if r.latency_ms is not None else None,
+            model=r.model, input=as_text(r.input), output=as_text(r.output), usage_details=usage,
+            level="ERROR" if r.status == "error" else "DEFAULT", status_message=r.error,
+            metadata={**r.metadata, "studioops_trace_id": r.trace_id, "usage_source": r.usage_source,
+                      "latency_ms": r.latency_ms},
+        ))
+    return rows
 
 
 class LangfuseSink:
@@ -169,7 +185,7 @@ class LangfuseSink:
                     output=r.output,
                     usage_details=usage or None,
                     metadata={**r.metadata, "studioops_trace_id": r.trace_id, "latency_ms": r.latency_ms,
-                              "usage_source": r.usage_source},
+                              "usage_source": r.usage_source, "studioops_observation_id": r.record_id},
                     level="ERROR" if r.status == "error" else None,
                     status_message=r.error,
                 )

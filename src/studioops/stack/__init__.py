@@ -15,12 +15,15 @@ from studioops.stack.service import ServiceState
 
 
 def _services(settings: Settings) -> list:
+    from studioops.stack.console import EmbeddedConsole, ExternalConsole
     from studioops.stack.postgres import EmbeddedPostgres, ExternalPostgres
     from studioops.stack.seaweed import EmbeddedS3, ExternalS3
 
     postgres = EmbeddedPostgres(settings) if settings.db.is_local else ExternalPostgres(settings)
     s3 = EmbeddedS3(settings)
-    return [postgres, s3 if s3.is_local else ExternalS3(settings)]
+    console = EmbeddedConsole(settings)
+    return [postgres, s3 if s3.is_local else ExternalS3(settings),
+            console if console.is_local else ExternalConsole(settings)]
 
 
 def _each(services: list, action) -> list:
@@ -42,6 +45,7 @@ class UpResult:
     buckets_created: list[str] = field(default_factory=list)
     seeded: int = 0
     notes: list[str] = field(default_factory=list)
+    console_link: str | None = None
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -53,6 +57,7 @@ class UpResult:
             "buckets_created": self.buckets_created,
             "seeded_rows": self.seeded,
             "notes": self.notes,
+            "console_link": self.console_link,
             "seconds": round(self.seconds, 3),
         }
 
@@ -86,6 +91,10 @@ def up(settings: Settings, timeout: float = 30.0, seed: bool = False) -> UpResul
         parse_buckets(settings.storage_public_buckets), parse_buckets(settings.storage_extra_buckets))
     result.buckets_created = sorted(created)
     result.services = status(settings)
+    if any(s.name == "console" and s.state == "running" for s in result.services):
+        from studioops.console.auth import login_link
+
+        result.console_link = login_link(settings)  # the same one-time link `studioops console` prints
     result.seconds = time.perf_counter() - began
     return result
 

@@ -273,7 +273,7 @@ def test_every_page_renders_with_data_from_the_stack(page, server, data_stack):
     text = page.locator("main").inner_text()
     from studioops.backup import list_backups
 
-    archive = list_backups(data_stack.settings)[0]
+    archive = list_backups(data_stack.settings).rows[0]
     from studioops.backup.archive import ArchiveReader
 
     with ArchiveReader(Path(archive["local"])) as reader:  # the archive's own manifest, read here
@@ -349,5 +349,5 @@ def test_verify_now_runs_verify_and_shows_its_progress(page, server, data_stack)
     page.goto(server.url + "/backups")
     page.locator("button", has_text="Verify now").first.click()
     page.wait_for_selector("text=tables restored and identical", timeout=60000)
-    assert list_backups(data_stack.settings)[0]["verified_at"] is not None
+    assert list_backups(data_stack.settings).rows[0]["verified_at"] is not None
     screenshot(page, "backups-verified")

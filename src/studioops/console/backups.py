@@ -46,14 +46,15 @@ def summarise(path: Path) -> dict:
     return summary
 
 
-def archives(settings: Settings) -> list[dict]:
-    """`backup list` with a contents summary for each local archive."""
+def archives(settings: Settings):
+    """`backup list` (a BackupList: rows and why the bucket could not be read) with a contents summary for each
+    local archive."""
     from studioops.backup import list_backups
 
-    rows = list_backups(settings)
-    for row in rows:
+    listed = list_backups(settings)
+    for row in listed.rows:
         row["summary"] = summarise(Path(row["local"])) if row["local"] else None
-    return rows
+    return listed
 
 
 @dataclass

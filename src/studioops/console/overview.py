@@ -61,10 +61,11 @@ def _database(settings: Settings, pool) -> dict:
 def _latest_backup(settings: Settings) -> dict:
     from studioops.backup import list_backups
 
-    archives = list_backups(settings)
+    listed = list_backups(settings)
+    archives = listed.rows
     latest_verified = next((a for a in archives if a["verified_at"]), None)
     return {"latest": archives[0] if archives else None, "count": len(archives),
-            "latest_verified": latest_verified}
+            "latest_verified": latest_verified, "bucket_error": listed.bucket_error}
 
 
 def overview(settings: Settings, pool=None, console_address: str = "", health_timeout: float = 2.0) -> dict:
@@ -82,6 +83,8 @@ def overview(settings: Settings, pool=None, console_address: str = "", health_ti
     out = {name: job.result() for name, job in jobs.items()}
     console = {"name": "console", "state": "running", "pid": os.getpid(), "address": console_address,
                "versions": {"studioops": __version__}, "uptime": process_uptime(os.getpid()), "details": {}}
-    if isinstance(out["services"], list):
+    # The embedded `console` service reports itself through status(); an API run on its own adds its row here.
+    if isinstance(out["services"], list) and not any(s.get("name") == "console" and s.get("state") == "running"
+                                                     for s in out["services"]):
         out["services"].append(console)
     return out

@@ -386,9 +386,10 @@ def _pages(console: Console) -> APIRouter:
     async def backups_page(request: Request, job: str | None = None):
         from studioops.console.backups import archives
 
-        rows = await console.call(archives, settings)
+        listed = await console.call(archives, settings)
         current = console.jobs.get(job) if job else console.jobs.latest()
-        return console.render(request, "backups.html", title="Backups", archives=rows, job=current)
+        return console.render(request, "backups.html", title="Backups", archives=listed.rows,
+                              bucket_error=listed.bucket_error, job=current)
 
     @router.post("/backups/verify")
     async def verify(request: Request):
@@ -452,7 +453,8 @@ def _api(console: Console) -> APIRouter:
     async def api_backups() -> dict:
         from studioops.console.backups import archives
 
-        return {"archives": await console.call(archives, settings)}
+        listed = await console.call(archives, settings)
+        return {"archives": listed.rows, "bucket_error": listed.bucket_error}
 
     @router.get("/backups/jobs/{job_id}", summary="A verification's progress.")
     async def api_job(job_id: str) -> JSONResponse:

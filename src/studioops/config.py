@@ -116,6 +116,14 @@ class DatabaseURL:
         self.port = parts.port or 5432
         self.dbname = unquote(parts.path.lstrip("/")) or self.user
 
+    @classmethod
+    def from_parts(cls, user: str, password: str, host: str, port: int, dbname: str) -> DatabaseURL:
+        """A URL built from its parts, each percent-encoded."""
+        from urllib.parse import quote
+
+        url = f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(dbname, safe='')}"
+        return cls(url, urlsplit(url))
+
     @property
     def is_local(self) -> bool:
         return self.host in LOCAL_HOSTS

@@ -91,7 +91,8 @@ def check_observability(settings: Settings, timeout: float = DEFAULT_TIMEOUT, po
     try:
         response = httpx.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
-        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local}, one_line(exc, 500))
+        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local},
+                       f"cannot reach Langfuse at {url}: {one_line(exc, 400)}")
     if response.status_code != 200:
         return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local},
                        f"HTTP {response.status_code} from {url}")

@@ -126,7 +126,8 @@ class EmbeddedS3:
         if not process.port_is_free(self.port):
             raise PortInUseError(
                 f"port {self.port} on 127.0.0.1 is already in use by another program. Stop that program, or pick "
-                f"a free port in MINIO_ENDPOINT (e.g. MINIO_ENDPOINT=localhost:{self.port + 1})"
+                f"a free port in MINIO_ENDPOINT (e.g. MINIO_ENDPOINT=localhost:"
+                f"{process.suggest_port(self.port, process.settings_ports(self.settings))})"
             )
         self.data.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)

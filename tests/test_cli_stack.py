@@ -291,3 +291,36 @@ def test_api_port_out_of_range_is_bad_usage(fresh_stack, port):
 def test_api_host_that_is_not_ours_is_not_called_a_busy_port(fresh_stack):
     error = one_line_error(fresh_stack.cli("api", "--host", "256.1.1.1"), 2)
     assert "in use" not in error and "256.1.1.1" in error
+
+
+def test_env_init_warns_when_it_changes_a_running_stacks_credentials(fresh_stack):
+    from tests.conftest import is_setting
+
+    # The user's settings live in ./.env (nothing exported), as after a first `env init`.
+    (fresh_stack.home / ".env").write_text("".join(f"{k}={v}\n" for k, v in fresh_stack.env.items()))
+    bare = {k: v for k, v in os.environ.items() if not is_setting(k)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "studioops", *args], capture_output=True, text=True,
+                              env=bare, cwd=fresh_stack.home, timeout=120)
+
+    quiet = cli("env", "init", "--force", "--path", str(fresh_stack.home / "other.env"))
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr  # nothing runs yet, and not ./.env
+    assert cli("up").returncode == 0
+    result = cli("env", "init", "--force")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the running stack" in result.stderr
+    assert "MINIO_SECRET_KEY" in result.stderr and "studioops down && studioops up" in result.stderr
+    assert "LANGFUSE" in result.stderr
+
+
+def test_every_connection_error_names_the_host(fresh_stack):
+    from tests.conftest import stack_port
+
+    closed = stack_port()
+    env = {"LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
+           "LANGFUSE_HOST": f"http://127.0.0.1:{closed}"}
+    result = json.loads(fresh_stack.cli("health", "--json", env=env).stdout)
+    assert f"127.0.0.1:{closed}" in result["observability"]["error"]
+    assert fresh_stack.env["MINIO_ENDPOINT"] in result["storage"]["error"]
+    assert str(fresh_stack.settings.db.port) in result["database"]["error"]

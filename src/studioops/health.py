@@ -117,6 +117,9 @@ def check_infrastructure_health(settings: Settings, pool=None, timeout: float = 
     }
     services = {"database": "postgresql", "storage": "s3", "observability": "langfuse"}
     failing = {"database": UNHEALTHY, "storage": DEGRADED, "observability": DEGRADED}
+    # Every error names what it tried to reach.
+    targets = {"database": f"{settings.db.host}:{settings.db.port}", "storage": settings.minio_endpoint,
+               "observability": settings.langfuse_host}
     started = time.perf_counter()
     futures = {name: _POOL.submit(fn) for name, fn in checks.items()}
     result: dict[str, Any] = {}
@@ -125,6 +128,7 @@ def check_infrastructure_health(settings: Settings, pool=None, timeout: float = 
         try:
             result[name] = future.result(timeout=remaining)
         except FutureTimeout:
-            result[name] = _result(services[name], failing[name], started, error=f"no answer within {timeout:g}s")
+            result[name] = _result(services[name], failing[name], started,
+                                   error=f"no answer from {targets[name]} within {timeout:g}s")
     result["overall"] = overall(result)
     return result

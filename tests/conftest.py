@@ -130,7 +130,9 @@ class ApiServer:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "studioops", "api", "--port", str(self.port)],
-                env={**env, **stack.env}, stdout=log, stderr=subprocess.STDOUT,
+                # Bucket figures listed every second (30 s by default), so tests see their writes soon.
+                env={**env, "API_STORAGE_USAGE_REFRESH_SECONDS": "1", **stack.env}, stdout=log,
+                stderr=subprocess.STDOUT,
             )
         import httpx
 

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     backup_zstd_level: int = Field(3, ge=1, le=22)
     observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
     observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
+    api_storage_usage_refresh_seconds: float = Field(
+        30.0, gt=0, description="how often the API lists every bucket for its storage metrics (in the background)")
 
     @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ change a result.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -33,14 +34,15 @@ SETTING_PREFIXES = ("STUDIOOPS_", "DATABASE_", "MINIO_", "STORAGE_", "LANGFUSE_"
                     "API_", "POSTGRES_", "CLICKHOUSE_", "REDIS_", "WEB_", "PG")
 
 
-def setting_names() -> set[str]:
+@functools.cache
+def setting_names() -> frozenset[str]:
     """Every environment variable the app reads: Settings' fields and the env templates' variables."""
     import re
 
     names = {name.upper() for name in Settings.model_fields}
     for template in (ROOT / "src/studioops/env_templates").iterdir():
         names |= set(re.findall(r"^([A-Z][A-Z0-9_]*)=", template.read_text(), flags=re.M))
-    return names
+    return frozenset(names)
 
 
 def is_setting(name: str) -> bool:

@@ -31,6 +31,7 @@ MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
 STREAM_CHUNK = 1024 * 1024
 STALE_UPLOAD_SECONDS = 86400  # incomplete multipart uploads older than this belong to a dead process
+BUCKET_SEEN_SECONDS = 5.0
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
@@ -86,6 +87,7 @@ class Storage:
 
         self.endpoint = endpoint
         self.access_key = access_key
+        self._seen_buckets: dict[str, float] = {}
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint,
@@ -210,10 +212,14 @@ class Storage:
 
     def require_bucket(self, bucket: str) -> None:
         """Refuse to write into a bucket that does not exist. Some servers (SeaweedFS) create a bucket on the
-        first PUT, so a typo would silently make a new one; only `storage init` and `up` create buckets."""
+        first PUT, so a typo would silently make a new one; only `storage init` and `up` create buckets.
+        A bucket seen to exist is trusted for a few seconds, so a restore of many objects costs one check."""
         validate_bucket(bucket)
+        if time.monotonic() - self._seen_buckets.get(bucket, float("-inf")) < BUCKET_SEEN_SECONDS:
+            return
         if not self._bucket_exists(bucket):
             raise self._no_bucket(bucket)
+        self._seen_buckets[bucket] = time.monotonic()
 
     def init_layout(self, public_buckets: list[str] | None = None,
                     extra_buckets: list[str] | None = None) -> dict[str, list[str]]:

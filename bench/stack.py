@@ -1,4 +1,5 @@
-"""Benchmark the embedded stack: cold/warm `up`, `down`, `--help`, and `db migrate`, each against a raw baseline.
+"""Benchmark the embedded stack: cold/warm `up`, `down`, `--help`, and `db migrate`, each against a raw baseline;
+and `down` with an API client connected and scraping (DOWN_RUNS, 20), against `down` with no client.
 
 Run: `.venv/bin/python bench/stack.py` (or `make bench`). Prints medians of N runs and the ratio to the baseline
 measured in the same run: raw initdb + pg_ctl for `up`, raw pg_ctl stop for `down`, `python -c pass` for `--help`,
@@ -24,6 +25,7 @@ from studioops.stack.postgres import pg_bin
 from studioops.stack.process import ensure_traversable, free_port, resolve_run_as
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+DOWN_RUNS = int(os.environ.get("BENCH_DOWN_RUNS", "20"))
 PASSWORD = "bench-password-123"
 
 
@@ -114,6 +116,52 @@ def migrate_bench(root: Path) -> tuple[float, float, float]:
         cli(env, "down")
 
 
+def down_with_client(root: Path) -> tuple[list[float], list[float]]:
+    """`studioops down` timed DOWN_RUNS times with no client, then with `studioops api` connected and a client
+    scraping /metrics, /health and /readyz without pause (requests in flight while the servers stop)."""
+    import threading
+
+    import httpx
+
+    home = root / uuid.uuid4().hex[:8]
+    env = {"STUDIOOPS_HOME": str(home),
+           "DATABASE_URL": f"postgresql://studioops:{PASSWORD}@localhost:{free_port()}/studioops",
+           "MINIO_ENDPOINT": f"localhost:{free_port()}"}
+    cli(env, "up")
+    alone = []
+    for _ in range(DOWN_RUNS):
+        alone.append(timed(lambda: cli(env, "down")))
+        cli(env, "up")
+    port = free_port()
+    api = subprocess.Popen([sys.executable, "-m", "studioops", "api", "--port", str(port)],
+                           env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop = threading.Event()
+
+    def scrape() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                for path in ("/metrics", "/health", "/readyz"):
+                    try:
+                        client.get(f"http://127.0.0.1:{port}{path}")
+                    except httpx.HTTPError:
+                        time.sleep(0.05)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    connected = []
+    try:
+        for _ in range(DOWN_RUNS):
+            time.sleep(0.5)  # let the client's connections settle on the new servers
+            connected.append(timed(lambda: cli(env, "down")))
+            cli(env, "up")
+    finally:
+        stop.set()
+        api.terminate()
+        api.wait(10)
+        cli(env, "down")
+    return alone, connected
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="studioops-bench-") as tmp:
         root = Path(tmp)
@@ -123,6 +171,7 @@ def main() -> None:
                                               capture_output=True)) for _ in range(RUNS)]
         pythons = [timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True)) for _ in range(RUNS)]
         empty, noop, raw_sql = migrate_bench(root)
+        alone, connected = down_with_client(root)
 
     def row(label: str, value: float, base: float, target: float, base_label: str) -> None:
         verdict = "ok" if value <= target else "OVER TARGET"
@@ -137,6 +186,10 @@ def main() -> None:
     row("`studioops --help`", statistics.median(helps), statistics.median(pythons), 0.3, "python -c pass")
     row("db migrate, empty database", empty, raw_sql, 1.0, "same SQL via psycopg")
     row("`studioops db migrate`, no-op", noop, statistics.median(pythons), 0.3, "python -c pass")
+    print(f"`studioops down`, {DOWN_RUNS} runs each: no client median {statistics.median(alone):.2f} s, "
+          f"max {max(alone):.2f} s; API client connected and scraping median {statistics.median(connected):.2f} s, "
+          f"max {max(connected):.2f} s (ratio of maxima {max(connected) / statistics.median(alone):.2f}x the "
+          f"no-client median); runs over 4 s: {sum(t > 4 for t in connected)}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Real services for the tests: an embedded stack in a temporary home on free ports (session-scoped).
 
 No database or S3 server is ever faked. Tests that stop or break a stack start their own (`fresh_stack`).
+The suite is hermetic: `_hermetic_environment` removes every setting the app (and libpq) reads from the
+environment and runs the session in an empty working directory, so neither the caller's exports nor a `.env`
+change a result.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -23,6 +27,26 @@ from studioops.config import Settings, reset_settings
 from studioops.stack.process import wait_until
 
 PASSWORD = "test-password-1234"
+ROOT = Path(__file__).parent.parent
+# Prefixes of every variable family the app, the Compose templates or libpq read. Settings' own fields are
+# added from the class itself, so a new setting is covered without touching this list.
+SETTING_PREFIXES = ("STUDIOOPS_", "DATABASE_", "MINIO_", "STORAGE_", "LANGFUSE_", "BACKUP_", "OBSERVABILITY_",
+                    "API_", "POSTGRES_", "CLICKHOUSE_", "REDIS_", "WEB_", "PG")
+
+
+@functools.cache
+def setting_names() -> frozenset[str]:
+    """Every environment variable the app reads: Settings' fields and the env templates' variables."""
+    import re
+
+    names = {name.upper() for name in Settings.model_fields}
+    for template in (ROOT / "src/studioops/env_templates").iterdir():
+        names |= set(re.findall(r"^([A-Z][A-Z0-9_]*)=", template.read_text(), flags=re.M))
+    return frozenset(names)
+
+
+def is_setting(name: str) -> bool:
+    return name.upper() in setting_names() or name.upper().startswith(SETTING_PREFIXES)
 # The newest migration shipped with the package: what a fully migrated database reports as its head.
 LATEST_MIGRATION = max(p.name for p in (Path(__file__).parent.parent / "src/studioops/db/migrations").glob("*.sql"))
 
@@ -57,8 +81,7 @@ class Stack:
 
     def cli(self, *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 120):
         """Run `studioops ARGS` in a subprocess, exactly as a user would."""
-        ours = ("DATABASE_", "STUDIOOPS_", "MINIO_", "STORAGE_", "LANGFUSE_")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+        full_env = {k: v for k, v in os.environ.items() if not is_setting(k)}
         full_env.update(self.env)
         full_env.update(env or {})
         return subprocess.run(
@@ -105,12 +128,14 @@ class ApiServer:
     def __init__(self, stack: Stack) -> None:
         self.port = stack_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STUDIOOPS_", "MINIO_"))}
+        env = {k: v for k, v in os.environ.items() if not is_setting(k)}
         self.log = stack.home / f"api-{self.port}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "studioops", "api", "--port", str(self.port)],
-                env={**env, **stack.env}, stdout=log, stderr=subprocess.STDOUT,
+                # Bucket figures listed every second (30 s by default), so tests see their writes soon.
+                env={**env, "API_STORAGE_USAGE_REFRESH_SECONDS": "1", **stack.env}, stdout=log,
+                stderr=subprocess.STDOUT,
             )
         import httpx
 
@@ -149,6 +174,24 @@ def port_taken(port: int) -> Iterator[None]:
         yield
     finally:
         blocker.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No setting from the caller's environment, and no `.env` from the working directory, reaches a test."""
+    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    names = setting_names()
+    for name in list(os.environ):
+        if name.upper() in names or name.upper().startswith(SETTING_PREFIXES):
+            del os.environ[name]
+    os.chdir(tmp_path_factory.mktemp("cwd"))  # pydantic-settings reads `.env` from here: an empty directory
+    reset_settings()
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 @pytest.fixture(autouse=True)

@@ -53,7 +53,15 @@ def test_metrics_parse_and_match_what_is_there(api_server, running_stack):
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     reported = values[("studioops_db_size_bytes", ())]
     assert abs(reported - size) <= 64 * 1024, (reported, size)
+    listed_at = time.monotonic()
     usage = {u.bucket: u for u in running_stack.storage().usage()}
+
+    def listed_since() -> bool:  # bucket figures come from a background listing: wait for one after ours
+        nonlocal values
+        values = samples(httpx.get(api_server.url + "/metrics").text)
+        return values[("studioops_storage_usage_age_seconds", ())] < time.monotonic() - listed_at
+
+    assert wait_until(listed_since, 15, interval=0.5)
     for bucket, u in usage.items():
         assert values[("studioops_storage_bucket_objects", (("bucket", bucket),))] == u.objects
         assert values[("studioops_storage_bucket_bytes", (("bucket", bucket),))] == u.bytes
@@ -76,12 +84,21 @@ def test_bucket_figures_match_what_the_test_put_there(fresh_stack):
         storage.put_bytes("generated", f"reports/r{i}.bin", os.urandom(n))
     server = ApiServer(fresh_stack)
     try:
-        values = samples(httpx.get(server.url + "/metrics").text)
-        assert values[("studioops_storage_bucket_objects", (("bucket", "generated"),))] == len(sizes) + 2  # + folders
+        key = ("studioops_storage_bucket_objects", (("bucket", "generated"),))
+
+        def listed() -> bool:  # the first background listing may finish after the first scrape
+            nonlocal values
+            values = samples(httpx.get(server.url + "/metrics").text)
+            return key in values
+
+        values: dict = {}
+        assert wait_until(listed, 15, interval=0.3)
+        assert values[key] == len(sizes)
+        assert values[("studioops_storage_bucket_folders", (("bucket", "generated"),))] == 2  # reports/, pdfs/
         assert values[("studioops_storage_bucket_bytes", (("bucket", "generated"),))] == sum(sizes)
         doc = httpx.get(server.url + "/metrics.json").json()
         generated = next(b for b in doc["storage"]["minio_usage"] if b["bucket"] == "generated")
-        assert generated == {"bucket": "generated", "objects": len(sizes) + 2, "bytes": sum(sizes)}
+        assert generated == {"bucket": "generated", "objects": len(sizes), "bytes": sum(sizes), "folders": 2}
         # No trace yet: a count of zero, and an error rate that is unavailable rather than a made-up 0.
         assert doc["observability"]["traces_count"] == 0 and doc["observability"]["error_rate"] is None
     finally:
@@ -172,3 +189,46 @@ def test_api_port_in_use_is_one_line(running_stack, api_server):
 def test_openapi_fuzz_finds_no_server_error(case, api_server):
     response = case.call(base_url=api_server.url)
     assert response.status_code < 500, (case.path, response.status_code, response.text[:200])
+
+
+def unmatched_requests(api_server) -> float:
+    values = samples(httpx.get(api_server.url + "/metrics").text)
+    return sum(v for (name, labels), v in values.items()
+               if name == "studioops_http_requests_total" and dict(labels).get("route") == "unmatched")
+
+
+def test_docs_are_served_offline_and_counted_by_route(api_server):
+    import re
+
+    unmatched_before = unmatched_requests(api_server)
+    page = httpx.get(api_server.url + "/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls and all(u.startswith("/") for u in urls), urls  # nothing from a CDN
+    for url in urls:
+        asset = httpx.get(api_server.url + url)
+        assert asset.status_code == 200 and len(asset.content) > 0, url
+    assert "SwaggerUIBundle" in httpx.get(api_server.url + "/docs/assets/swagger-ui-bundle.js").text
+    assert httpx.get(api_server.url + "/openapi.json").json()["info"]["title"] == "StudioOps API"
+    values = samples(httpx.get(api_server.url + "/metrics").text)
+    routes = {dict(labels).get("route") for name, labels in values if name == "studioops_http_requests_total"}
+    assert {"/docs", "/openapi.json"} <= routes
+    assert unmatched_requests(api_server) == unmatched_before
+    for probe in ("..%2Fconsts.py", "index.html", "..%2F..%2Fcore.py"):  # only the listed assets are served
+        assert httpx.get(api_server.url + "/docs/assets/" + probe).status_code == 404
+
+
+def test_metrics_are_bounded_by_the_health_timeout_while_the_database_is_down(fresh_stack):
+    assert fresh_stack.cli("up").returncode == 0
+    server = ApiServer(fresh_stack)
+    try:
+        assert httpx.get(server.url + "/metrics").status_code == 200
+        EmbeddedPostgres(fresh_stack.settings).stop()
+        time.sleep(1.1)  # past the 1 s metrics cache
+        began = time.monotonic()
+        r = httpx.get(server.url + "/metrics", timeout=20)
+        took = time.monotonic() - began
+        assert r.status_code == 200 and samples(r.text)[("studioops_db_up", ())] == 0
+        assert took < 3.0, took  # the 2 s health timeout, not one wait per part
+    finally:
+        server.stop()

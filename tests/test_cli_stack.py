@@ -12,6 +12,7 @@ import sys
 import time
 
 import psycopg
+import pytest
 
 from studioops.stack.process import is_alive, wait_until
 from tests.conftest import LATEST_MIGRATION, port_taken
@@ -181,3 +182,148 @@ def test_debug_shows_the_traceback(fresh_stack):
     result = fresh_stack.cli("--debug", "db", "migrate")
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def one_line_error(result, code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.startswith("studioops: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def services(stack) -> dict[str, dict]:
+    return {s["name"]: s for s in json.loads(stack.cli("status", "--json").stdout)["services"]}
+
+
+@pytest.mark.parametrize("busy", ["postgres", "s3"])
+def test_a_failed_up_leaves_nothing_running(fresh_stack, busy):
+    port = fresh_stack.settings.db.port if busy == "postgres" else int(fresh_stack.env["MINIO_ENDPOINT"].split(":")[1])
+    with port_taken(port):
+        result = fresh_stack.cli("up")
+        one_line_error(result, 1)
+        assert f"port {port}" in result.stderr
+        state = services(fresh_stack)
+        assert all(s["state"] != "running" and s["pid"] is None for s in state.values()), state
+        assert fresh_stack.cli("status").returncode == 1
+    assert fresh_stack.cli("up").returncode == 0
+    assert fresh_stack.cli("status").returncode == 0
+
+
+def test_status_exits_1_when_a_service_is_down(fresh_stack):
+    assert fresh_stack.cli("status").returncode == 1  # nothing runs
+    assert fresh_stack.cli("up").returncode == 0
+    assert fresh_stack.cli("status").returncode == 0
+    pid = json.loads((fresh_stack.home / "run" / "s3.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not is_alive(pid), 5)
+    assert fresh_stack.cli("status").returncode == 1
+    assert fresh_stack.cli("status", "--json").returncode == 1
+
+
+def test_the_suggested_port_is_free_and_no_other_settings_port(fresh_stack):
+    from studioops.stack.process import port_is_free
+    from tests.conftest import stack_port
+
+    s3_port = stack_port()
+    while not port_is_free(s3_port + 1):  # S3 on P, PostgreSQL on P + 1: the naive suggestion for S3
+        s3_port = stack_port()
+    pg_url = fresh_stack.url.rsplit(":", 1)[0] + f":{s3_port + 1}/studioops"
+    env = {"MINIO_ENDPOINT": f"localhost:{s3_port}", "DATABASE_URL": pg_url}
+    fresh_stack.env.update(env)
+    with port_taken(s3_port):
+        error = one_line_error(fresh_stack.cli("up"), 1)
+    suggested = int(error.split("MINIO_ENDPOINT=localhost:")[1].split(")")[0])
+    assert suggested not in {s3_port, s3_port + 1}
+    assert port_is_free(suggested)
+
+
+def test_up_creates_the_role_and_database_that_database_url_names(fresh_stack):
+    assert fresh_stack.cli("up").returncode == 0
+    other_db = fresh_stack.settings.db.with_database("otherdb")
+    status = fresh_stack.cli("db", "status", env={"DATABASE_URL": other_db})
+    assert status.returncode == 1 and "studioops up" in status.stderr
+    up = fresh_stack.cli("up", env={"DATABASE_URL": other_db})
+    assert up.returncode == 0, up.stderr
+    assert "created the database 'otherdb'" in up.stdout
+    assert fresh_stack.cli("db", "status", env={"DATABASE_URL": other_db}).returncode == 0
+    # A role the data directory does not have: created, and its database with it.
+    new_role = other_db.replace("studioops:", "newrole:").replace("/otherdb", "/newdb")
+    up = fresh_stack.cli("up", env={"DATABASE_URL": new_role})
+    assert up.returncode == 0, up.stderr
+    assert "created the role 'newrole'" in up.stdout
+    with psycopg.connect(new_role) as conn:
+        assert conn.execute("SELECT current_user, current_database()").fetchone() == ("newrole", "newdb")
+    # A new password for the same role (as `env init` writes) is applied by `down && up`.
+    new_password = fresh_stack.url.replace("test-password-1234", "another-password-5678")
+    assert fresh_stack.cli("down").returncode == 0
+    up = fresh_stack.cli("up", env={"DATABASE_URL": new_password})
+    assert up.returncode == 0, up.stderr
+    with psycopg.connect(new_password) as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_a_missing_database_on_a_managed_server_says_to_create_it_there(running_stack):
+    from studioops.config import parse_database_url
+    from studioops.db.connect import explain_connect_error
+
+    missing = running_stack.settings.db.with_database("nosuchdb")
+    with pytest.raises(psycopg.OperationalError) as real:  # the server's own answer
+        psycopg.connect(missing)
+    managed = parse_database_url(missing.replace("@localhost:", "@db.example.com:"))
+    message = str(explain_connect_error(real.value, managed))
+    assert "create it on db.example.com" in message and "studioops up" not in message
+    local = str(explain_connect_error(real.value, parse_database_url(missing)))
+    assert "studioops up" in local and "creates the role and database" in local
+
+
+@pytest.mark.parametrize("args", [
+    ["up", "--timeout", "5x"], ["down", "--timeout", "soon"], ["logs", "bogus"],
+    ["health", "--timeout", "99999999999d"], ["health", "--timeout", "0s"],
+    ["api", "--host", "256.1.1.1"], ["api", "--host", "192.0.2.1"],
+])
+def test_bad_usage_exits_2_in_one_line(fresh_stack, args):
+    one_line_error(fresh_stack.cli(*args), 2)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0"])
+def test_api_port_out_of_range_is_bad_usage(fresh_stack, port):
+    result = fresh_stack.cli("api", "--port", port)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "--port" in result.stderr
+
+
+def test_api_host_that_is_not_ours_is_not_called_a_busy_port(fresh_stack):
+    error = one_line_error(fresh_stack.cli("api", "--host", "256.1.1.1"), 2)
+    assert "in use" not in error and "256.1.1.1" in error
+
+
+def test_env_init_warns_when_it_changes_a_running_stacks_credentials(fresh_stack):
+    from tests.conftest import is_setting
+
+    # The user's settings live in ./.env (nothing exported), as after a first `env init`.
+    (fresh_stack.home / ".env").write_text("".join(f"{k}={v}\n" for k, v in fresh_stack.env.items()))
+    bare = {k: v for k, v in os.environ.items() if not is_setting(k)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "studioops", *args], capture_output=True, text=True,
+                              env=bare, cwd=fresh_stack.home, timeout=120)
+
+    quiet = cli("env", "init", "--force", "--path", str(fresh_stack.home / "other.env"))
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr  # nothing runs yet, and not ./.env
+    assert cli("up").returncode == 0
+    result = cli("env", "init", "--force")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the running stack" in result.stderr
+    assert "MINIO_SECRET_KEY" in result.stderr and "studioops down && studioops up" in result.stderr
+    assert "LANGFUSE" in result.stderr
+
+
+def test_every_connection_error_names_the_host(fresh_stack):
+    from tests.conftest import stack_port
+
+    closed = stack_port()
+    env = {"LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
+           "LANGFUSE_HOST": f"http://127.0.0.1:{closed}"}
+    result = json.loads(fresh_stack.cli("health", "--json", env=env).stdout)
+    assert f"127.0.0.1:{closed}" in result["observability"]["error"]
+    assert fresh_stack.env["MINIO_ENDPOINT"] in result["storage"]["error"]
+    assert str(fresh_stack.settings.db.port) in result["database"]["error"]

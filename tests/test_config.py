@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from studioops.config import Settings, get_settings, parse_database_url, parse_duration, redact_url
@@ -78,3 +80,29 @@ def test_a_malformed_setting_is_named(monkeypatch):
     monkeypatch.setenv("MINIO_SECURE", "sometimes")
     with pytest.raises(ConfigError, match="MINIO_SECURE is invalid"):
         get_settings()
+
+
+def test_the_suite_ignores_every_exported_setting_and_a_dotenv(tmp_path):
+    """Every setting exported to a wrong value and a wrong `.env` in the working directory: CLI tests that read
+    settings (and a subprocess stack) still pass, because the session fixture clears them all."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, setting_names
+
+    wrong = {name: "wrong-value" for name in setting_names()}
+    wrong.update({"DATABASE_URL": "postgresql://wrong:wrong-password@localhost:1/wrong",
+                  "MINIO_ENDPOINT": "localhost:1", "STUDIOOPS_HOME": "/nonexistent/wrong",
+                  "STUDIOOPS_DEBUG": "1", "PGHOST": "/nonexistent", "PGPASSWORD": "wrong", "PGDATABASE": "wrong"})
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in wrong.items()))
+    tests = ["tests/test_deploy.py::test_env_init_writes_strong_secrets_and_keeps_an_existing_file",
+             "tests/test_config.py::test_defaults_follow_the_design_document",
+             "tests/test_storage.py::test_get_to_stdout"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+         "-c", str(ROOT / "pyproject.toml"), *(str(ROOT / t) for t in tests)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}, **wrong},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -162,7 +163,8 @@ def test_anonymous_access_follows_the_policies(running_stack):
 
 @pytest.mark.parametrize(
     "key",
-    ["../../etc/passwd", "a/../../b", "a/./b", "/etc/passwd", "a\\b", "nul\x00byte", "bell\x07", "k" * 2048, ""],
+    ["../../etc/passwd", "a/../../b", "a/./b", "/etc/passwd", "a\\b", "nul\x00byte", "bell\x07", "k" * 2048, "",
+     "a//b", "//a", "a/" + "k" * 256 + "/b", "ü" * 128],
 )
 def test_hostile_keys_are_refused_before_any_request(key):
     with pytest.raises(InvalidKeyError):
@@ -174,7 +176,7 @@ def test_hostile_keys_are_refused_by_the_cli(running_stack, tmp_path):
     f.write_text("x")
     for target in ["uploads/../../etc/passwd", "uploads/a/../../b", "uploads/" + "k" * 2048]:
         result = running_stack.cli("storage", "put", str(f), target)
-        assert result.returncode == 1 and result.stderr.startswith("studioops: the object key"), target
+        assert result.returncode == 2 and result.stderr.startswith("studioops: the object key"), target
         assert "Traceback" not in result.stderr
 
 
@@ -245,3 +247,141 @@ def test_two_stacks_side_by_side(running_stack, fresh_stack):
     status = json.loads(fresh_stack.cli("status", "--json").stdout)["services"]
     # The S3 console is off in the second stack: the first holds MINIO_CONSOLE_PORT.
     assert all(s["state"] == "running" for s in status if s["name"] != "s3-console")
+
+
+def one_line_error(result, code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.startswith("studioops: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_a_typo_in_a_bucket_name_creates_no_bucket(running_stack, tmp_path):
+    f = tmp_path / "brief.pdf"
+    f.write_bytes(b"%PDF-1.4 brief")
+    storage = running_stack.storage()
+    for args in (["put", str(f), "nobucket/x.pdf"], ["get", "nobucket/x.pdf", str(tmp_path / "out")],
+                 ["rm", "nobucket/x.pdf"], ["ls", "nobucket"], ["presign", "nobucket/x.pdf", "--put"],
+                 ["get", "nobucket/x.pdf", "-"]):
+        error = one_line_error(running_stack.cli("storage", *args), 1)
+        assert "no bucket 'nobucket' (buckets: backups, documents, generated, uploads" in error, args
+    assert "nobucket" not in storage.list_buckets()
+    assert running_stack.cli("storage", "put", str(f), "documents/projects/brief.pdf").returncode == 0
+
+
+def test_bad_usage_of_storage_commands_exits_2(running_stack, tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    for args in (["presign", "documents/x", "--expires", "8d"], ["presign", "documents/x", "--expires", "soon"],
+                 ["get", "documents"], ["get", "documents/"], ["put", str(f), "documents/a//b.txt"],
+                 ["put", str(f), "documents/" + "k" * 256 + ".txt"], ["put", str(tmp_path / "missing"), "documents/x"],
+                 ["put", "/dev/null", "documents/x"], ["put", str(tmp_path), "documents/x"],
+                 ["init", "--timeout", "5x"]):
+        one_line_error(running_stack.cli("storage", *args), 2)
+    assert "not a regular file" in running_stack.cli("storage", "put", "/dev/null", "documents/x").stderr
+    assert "a directory" in running_stack.cli("storage", "put", str(tmp_path), "documents/x").stderr
+
+
+def test_put_refused_by_the_server_is_one_line(running_stack, tmp_path):
+    for size in (10, 70 * 1024 * 1024):  # a single PUT, and a multipart upload
+        f = tmp_path / f"f{size}.bin"
+        with f.open("wb") as out:
+            out.truncate(size)
+        error = one_line_error(running_stack.cli("storage", "put", str(f), f"uploads/pending/{unique()}.bin",
+                                                 env={"MINIO_SECRET_KEY": "not-the-secret-key"}), 1)
+        assert "refused the credentials" in error and "not-the-secret-key" not in error
+
+
+def test_get_into_a_missing_directory_names_the_directory(running_stack, tmp_path):
+    key = f"reports/{unique()}.txt"
+    running_stack.storage().put_bytes("generated", key, b"x")
+    target = tmp_path / "no" / "such" / "dir" / "report.txt"
+    error = one_line_error(running_stack.cli("storage", "get", f"generated/{key}", str(target)), 2)
+    assert str(target.parent) in error and ".part" not in error
+
+
+def test_get_to_a_pipe_streams_a_large_object(running_stack):
+    """s3transfer's threaded download stalled for ever at 160 MiB when writing to a non-seekable stdout."""
+    import hashlib
+
+    size = 200 * 1024 * 1024
+    key = f"pending/{unique()}.bin"
+    block = os.urandom(1024 * 1024)
+    expected = hashlib.sha256()
+
+    class Source:  # 200 MB of data without a 200 MB file: whole reads, as a file gives them
+        def __init__(self):
+            self.sent = 0
+
+        def read(self, n=-1):
+            n = min(size - self.sent, n if n >= 0 else size)
+            data = (block * (n // len(block) + 1))[:n] if self.sent % len(block) == 0 else None
+            assert data is not None, "reads of whole MiB blocks only"
+            self.sent += n
+            expected.update(data)
+            return data
+
+    storage = running_stack.storage()
+    storage.put_stream(Source(), "uploads", key)
+    proc = subprocess.Popen([sys.executable, "-m", "studioops", "storage", "get", f"uploads/{key}", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **running_stack.env})
+    got, received = hashlib.sha256(), 0
+    deadline = time.monotonic() + 120
+    try:
+        import selectors
+
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.1, deadline - time.monotonic())):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 1 << 20)
+                if not chunk:
+                    break
+                got.update(chunk)
+                received += len(chunk)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        proc.wait()
+        storage.delete("uploads", key)
+    assert received == size, f"stopped at {received:,} of {size:,} bytes"
+    assert got.hexdigest() == expected.hexdigest()
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def test_usage_counts_folders_apart(running_stack):
+    storage = running_stack.storage()
+    before = {u.bucket: u for u in storage.usage(["generated"])}["generated"]
+    key = f"reports/{unique()}.txt"
+    storage.put_bytes("generated", key, b"12345")
+    try:
+        result = running_stack.cli("storage", "usage", "--json")
+        assert result.returncode == 0, result.stderr
+        row = {b["bucket"]: b for b in json.loads(result.stdout)["buckets"]}["generated"]
+        assert row["folders"] >= len(LAYOUT["generated"])
+        assert row["objects"] == before.objects + 1 and row["bytes"] == before.bytes + 5
+    finally:
+        storage.delete("generated", key)
+
+
+def test_incomplete_uploads_are_shown_and_stale_ones_aborted(running_stack):
+    storage = running_stack.storage()
+    key = f"pending/{unique()}.bin"
+    upload = storage.client.create_multipart_upload(Bucket="uploads", Key=key)["UploadId"]
+    try:
+        shown = json.loads(running_stack.cli("storage", "usage", "--json").stdout)
+        assert {b["bucket"]: b for b in shown["buckets"]}["uploads"]["incomplete_uploads"] >= 1
+        assert "incomplete multipart upload" in running_stack.cli("storage", "usage").stdout
+        # A fresh upload may still be running: `storage init` leaves it alone (it aborts those over a day old).
+        init = running_stack.cli("storage", "init", "--json")
+        assert init.returncode == 0, init.stderr
+        assert key not in {u["key"] for u in json.loads(init.stdout)["aborted_uploads"]}
+        assert key in {u.key for u in storage.incomplete_uploads("uploads")}
+        time.sleep(1.5)
+        aborted = storage.abort_stale_uploads(older_than=1, buckets=["uploads"])
+        assert key in {u.key for u in aborted}
+        assert key not in {u.key for u in storage.incomplete_uploads("uploads")}
+    finally:
+        with contextlib.suppress(Exception):
+            storage.client.abort_multipart_upload(Bucket="uploads", Key=key, UploadId=upload)

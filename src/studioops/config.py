@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     console_session_ttl: str = Field("12h", description="how long a console login lasts (a duration)")
     observability_prices_file: Path | None = Field(None, description="model prices that add to or override "
                                                    "Langfuse's defaults (JSON)")
+    api_storage_usage_refresh_seconds: float = Field(
+        30.0, gt=0, description="how often the API lists every bucket for its storage metrics (in the background)")
 
     @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", "observability_prices_file",
                      mode="before")
@@ -149,6 +151,14 @@ class DatabaseURL:
         self.host = parts.hostname or "localhost"
         self.port = parts.port or 5432
         self.dbname = unquote(parts.path.lstrip("/")) or self.user
+
+    @classmethod
+    def from_parts(cls, user: str, password: str, host: str, port: int, dbname: str) -> DatabaseURL:
+        """A URL built from its parts, each percent-encoded."""
+        from urllib.parse import quote
+
+        url = f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(dbname, safe='')}"
+        return cls(url, urlsplit(url))
 
     @property
     def is_local(self) -> bool:

@@ -15,6 +15,13 @@ class StudioOpsError(Exception):
     exit_code = 1
 
 
+class BadUsageError(StudioOpsError):
+    """A command was called wrongly (a malformed option or argument): the CLI exits 2, as for click's own
+    usage errors."""
+
+    exit_code = 2
+
+
 class ConfigError(StudioOpsError):
     """A setting is missing, malformed or refused (bad URL, weak secret in production)."""
 
@@ -67,8 +74,9 @@ class ObjectNotFoundError(StorageError):
     """No such bucket or key."""
 
 
-class InvalidKeyError(StorageError):
-    """An object key that could escape its prefix or break a client; refused before any request."""
+class InvalidKeyError(StorageError, BadUsageError):
+    """An object key or bucket name that could escape its prefix or break a client; refused before any request
+    (bad usage: exit 2)."""
 
 
 class BackupError(StudioOpsError):

@@ -91,7 +91,8 @@ def check_observability(settings: Settings, timeout: float = DEFAULT_TIMEOUT, po
     try:
         response = httpx.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
-        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local}, one_line(exc, 500))
+        return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local},
+                       f"cannot reach Langfuse at {url}: {one_line(exc, 400)}")
     if response.status_code != 200:
         return _result("langfuse", DEGRADED, started, {"host": settings.langfuse_host, **local},
                        f"HTTP {response.status_code} from {url}")
@@ -116,6 +117,9 @@ def check_infrastructure_health(settings: Settings, pool=None, timeout: float = 
     }
     services = {"database": "postgresql", "storage": "s3", "observability": "langfuse"}
     failing = {"database": UNHEALTHY, "storage": DEGRADED, "observability": DEGRADED}
+    # Every error names what it tried to reach.
+    targets = {"database": f"{settings.db.host}:{settings.db.port}", "storage": settings.minio_endpoint,
+               "observability": settings.langfuse_host}
     started = time.perf_counter()
     futures = {name: _POOL.submit(fn) for name, fn in checks.items()}
     result: dict[str, Any] = {}
@@ -124,6 +128,7 @@ def check_infrastructure_health(settings: Settings, pool=None, timeout: float = 
         try:
             result[name] = future.result(timeout=remaining)
         except FutureTimeout:
-            result[name] = _result(services[name], failing[name], started, error=f"no answer within {timeout:g}s")
+            result[name] = _result(services[name], failing[name], started,
+                                   error=f"no answer from {targets[name]} within {timeout:g}s")
     result["overall"] = overall(result)
     return result

@@ -72,16 +72,21 @@ def create_app(settings: Settings | None = None, health_timeout: float = 2.0, ca
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state["pool"] = _open_pool(settings)
-        state["collector"] = InfrastructureCollector(settings, state["pool"], cache_seconds=cache_seconds)
+        state["collector"] = InfrastructureCollector(
+            settings, state["pool"], cache_seconds=cache_seconds, timeout=health_timeout,
+            storage_refresh_seconds=settings.api_storage_usage_refresh_seconds)
         registry.register(state["collector"])
         try:
             yield
         finally:
             registry.unregister(state["collector"])
+            state["collector"].close()
             state["pool"].close()
 
-    app = FastAPI(title="StudioOps API", version=__version__, lifespan=lifespan,
-                  description="Health, readiness and metrics of the StudioOps infrastructure.")
+    # FastAPI's own /docs loads Swagger UI from a CDN (blank offline), and its /docs and /openapi.json are plain
+    # Starlette routes that request metrics count as `unmatched`: both are served by routes of our own below.
+    app = FastAPI(title="StudioOps API", version=__version__, lifespan=lifespan, docs_url=None, openapi_url=None,
+                  redoc_url=None, description="Health, readiness and metrics of the StudioOps infrastructure.")
     app.add_middleware(HttpMetrics, registry=registry)
     from studioops.console.web import install as install_console
 
@@ -133,4 +138,39 @@ def create_app(settings: Settings | None = None, health_timeout: float = 2.0, ca
     async def metrics_json() -> dict[str, Any]:
         return await asyncio.to_thread(state["collector"].snapshot)
 
+    _add_docs(app)
     return app
+
+
+# Swagger UI 5 as shipped in the fastapi-offline wheel: served by the app, never fetched from a CDN.
+SWAGGER_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon.png": "image/png"}
+
+
+def _swagger_dir():
+    from importlib.resources import files
+
+    return files("fastapi_offline") / "static"
+
+
+def _add_docs(app: FastAPI) -> None:
+    from fastapi import HTTPException
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon.png")
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        if name not in SWAGGER_ASSETS:  # a fixed list: no path from the request reaches the file system
+            raise HTTPException(404, f"no asset {name!r}")
+        body = await asyncio.to_thread((_swagger_dir() / name).read_bytes)
+        return Response(body, media_type=SWAGGER_ASSETS[name], headers={"Cache-Control": "public, max-age=86400"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from studioops.cli.output import emit_json, say, settings, table
+from studioops.cli.output import duration, emit_json, plural, say, settings, table
 
 
 def register(app: typer.Typer) -> None:
@@ -18,10 +18,9 @@ def health(
     timeout: str = typer.Option("2s", "--timeout", help="Per-check timeout."),
 ) -> None:
     """Check the database, storage and observability; exit 0 healthy, 1 degraded, 2 unhealthy."""
-    from studioops.config import parse_duration
     from studioops.health import EXIT_CODES, check_infrastructure_health
 
-    result = check_infrastructure_health(settings(), timeout=parse_duration(timeout))
+    result = check_infrastructure_health(settings(), timeout=duration(timeout, "--timeout", maximum=3600))
     if as_json:
         emit_json(result)
     else:
@@ -51,7 +50,7 @@ def metrics(as_json: bool = typer.Option(False, "--json", help="Print the result
                  ["database", "transactions/s", db["queries_per_second"]],
                  ["database", "cache hit ratio", db["cache_hit_ratio"]]]
     for bucket in storage.get("minio_usage") or []:
-        rows.append(["storage", bucket["bucket"], f"{bucket['objects']} objects, {bucket['bytes']:,} bytes"])
+        rows.append(["storage", bucket["bucket"], f"{plural(bucket['objects'], 'object')}, {bucket['bytes']:,} bytes"])
     if storage.get("error"):
         rows.append(["storage", "error", storage["error"]])
     disk = storage["disk_space"]
@@ -74,19 +73,36 @@ def metrics(as_json: bool = typer.Option(False, "--json", help="Print the result
 
 def api(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on (1-65535)."),
     reload: bool = typer.Option(False, "--reload", help="Restart on code changes (development)."),
 ) -> None:
     """Serve the HTTP API (health, readiness, metrics) with uvicorn."""
+    import errno
+    import socket
+
     import uvicorn
 
     from studioops.envfile import guard_production
-    from studioops.errors import PortInUseError
-    from studioops.stack.process import port_is_free
+    from studioops.errors import BadUsageError, PortInUseError
 
     guard_production(settings())  # a bad setting or weak secret fails here, in one line, not inside uvicorn
-    if not port_is_free(port, host if host not in {"0.0.0.0", "::"} else "127.0.0.1"):
-        raise PortInUseError(f"port {port} on {host} is already in use. Pick another with --port")
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise BadUsageError(f"--host {host} is not an IP address or a host name that resolves. "
+                            "Give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+    with socket.socket(family, kind) as probe:  # what uvicorn will do, so its failure is ours to explain
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(f"port {port} on {host} is already in use. Pick another with --port") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise BadUsageError(f"--host {host} is not an address of this machine. "
+                                    "Give one of its addresses, e.g. 127.0.0.1 or 0.0.0.0") from None
+            raise BadUsageError(f"cannot listen on {host}:{port} ({exc.strerror}). "
+                                "Pick another --host or --port") from None
     uvicorn.run("studioops.api.main:app", host=host, port=port, reload=reload, log_level="info",
                 access_log=False)
 

@@ -54,6 +54,36 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def plural(count: int, word: str, plural_form: str | None = None) -> str:
+    """'1 object', '2 objects'."""
+    return f"{count} {word if count == 1 else (plural_form or word + 's')}"
+
+
+# The longest duration any option takes: beyond it, waits overflow the clocks of threads and sockets.
+MAX_DURATION = 7 * 86400
+
+
+def duration(text: str, option: str, maximum: float = MAX_DURATION) -> float:
+    """Seconds in a duration option (`--timeout 30s`); a malformed or out-of-range one is bad usage (exit 2)."""
+    from studioops.config import parse_duration
+    from studioops.errors import BadUsageError, ConfigError
+
+    try:
+        seconds = parse_duration(text)
+    except ConfigError as exc:
+        raise BadUsageError(f"{option}: {exc}") from None
+    if not 0 < seconds <= maximum:
+        raise BadUsageError(f"{option} {text} is out of range. Give more than 0s and at most {_shown(maximum)}")
+    return seconds
+
+
+def _shown(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def settings():
     """The cached Settings (raises ConfigError with one clear line when the environment is wrong)."""
     from studioops.config import get_settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from studioops.cli.output import emit_json, say, settings, table
+from studioops.cli.output import duration, emit_json, say, settings, table
 
 
 def register(app: typer.Typer) -> None:
@@ -32,16 +32,16 @@ def up(
 ) -> None:
     """Start the embedded stack, apply pending migrations, and print what runs where."""
     from studioops import stack
-    from studioops.config import parse_duration
 
+    wait = duration(timeout, "--timeout")
     if use_compose:
         from studioops.envfile import guard_production
         from studioops.stack import compose
 
         guard_production(settings())
-        compose.up(settings(), timeout=max(parse_duration(timeout), 120))
+        compose.up(settings(), timeout=max(wait, 120))
         return
-    result = stack.up(settings(), timeout=parse_duration(timeout), seed=seed)
+    result = stack.up(settings(), timeout=wait, seed=seed)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -70,20 +70,20 @@ def down(
 ) -> None:
     """Stop the embedded stack (exit 0 when it is already stopped)."""
     from studioops import stack
-    from studioops.config import parse_duration
 
+    wait = duration(timeout, "--timeout")
     if use_compose:
         from studioops.stack import compose
 
         compose.down(settings())
         return
 
-    stopped = stack.down(settings(), timeout=parse_duration(timeout))
+    stopped = stack.down(settings(), timeout=wait)
     say(f"stopped {', '.join(stopped)}" if stopped else "already stopped")
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
-    """Each service: state, pid, address, data dir, versions, migration head."""
+    """Each service: state, pid, address, data dir, versions, migration head (exit 1 unless all run)."""
     from studioops import stack
 
     services = stack.status(settings())
@@ -91,6 +91,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
         emit_json({"services": [s.as_dict() for s in services]})
     else:
         _render_services(services)
+    if not all(s.state in {"running", "external"} for s in services):
+        raise typer.Exit(1)
 
 
 def logs(

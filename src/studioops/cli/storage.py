@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console, emit_json, human_bytes, say, settings, table
+from studioops.cli.output import console, duration, emit_json, human_bytes, plural, say, settings, table
 
 app = typer.Typer(help="Object storage (S3): buckets, objects, presigned URLs, policies.", no_args_is_help=True)
 
@@ -41,21 +41,29 @@ def init(
     timeout: str = typer.Option("30s", "--timeout", help="How long to wait for the endpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Create the buckets and folders and apply the access policies (waits for the endpoint)."""
-    from studioops.config import parse_duration
+    """Create the buckets and folders, apply the access policies, and abort incomplete multipart uploads older
+    than a day (waits for the endpoint)."""
+    from dataclasses import asdict
+
     from studioops.storage.policy import parse_buckets, show_policies
 
+    wait = duration(timeout, "--timeout")
     storage = _storage()
-    storage.wait_ready(parse_duration(timeout))
+    storage.wait_ready(wait)
     s = settings()
     created = storage.init_layout(parse_buckets(s.storage_public_buckets),
                                   parse_buckets(s.storage_extra_buckets))
+    aborted = storage.abort_stale_uploads()
     policies = show_policies(storage)
     if as_json:
-        emit_json({"created": created, "policies": [p.as_dict() for p in policies]})
+        emit_json({"created": created, "aborted_uploads": [asdict(u) for u in aborted],
+                   "policies": [p.as_dict() for p in policies]})
         return
     for bucket, items in created.items():
         say(f"{bucket}: created {', '.join(items)}")
+    if aborted:
+        say(f"aborted {plural(len(aborted), 'incomplete multipart upload')} older than a day: "
+            + ", ".join(f"{u.bucket}/{u.key}" for u in aborted))
     say("buckets: " + ", ".join(f"{p.bucket} ({p.access})" for p in policies))
 
 
@@ -94,12 +102,15 @@ def put(
     content_type: str = typer.Option(None, "--content-type", help="Content-Type to store with the object."),
 ) -> None:
     """Upload a file (streamed, multipart above 64 MB)."""
-    from studioops.errors import StudioOpsError
+    from studioops.errors import BadUsageError
     from studioops.storage import split_target
 
     bucket, key = split_target(target)
+    if not file.exists():
+        raise BadUsageError(f"no such file: {file}. Give the path of a file to upload")
     if not file.is_file():
-        raise StudioOpsError(f"no such file: {file}. Give the path of a file to upload")
+        kind = "a directory" if file.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise BadUsageError(f"{file} is {kind}. Give the path of a regular file to upload")
     with _progress(f"put {key}", file.stat().st_size) as progress:
         info = _storage().put_file(file, bucket, key, progress=progress, content_type=content_type)
     say(f"uploaded {bucket}/{key} ({human_bytes(info.size)})")
@@ -143,15 +154,19 @@ def rm(target: str = typer.Argument(..., help="BUCKET/KEY")) -> None:
 
 @app.command("usage")
 def usage(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
-    """Objects and bytes per bucket."""
+    """Objects and bytes per bucket (folder markers and incomplete multipart uploads counted apart)."""
     from dataclasses import asdict
 
     rows = _storage().usage()
     if as_json:
         emit_json({"buckets": [asdict(r) for r in rows]})
         return
-    table(None, ["bucket", "objects", "bytes", "size"],
-          [[r.bucket, r.objects, r.bytes, human_bytes(r.bytes)] for r in rows])
+    table(None, ["bucket", "objects", "bytes", "size", "folders", "incomplete uploads"],
+          [[r.bucket, r.objects, r.bytes, human_bytes(r.bytes), r.folders, r.incomplete_uploads] for r in rows])
+    stale = sum(r.incomplete_uploads for r in rows)
+    if stale:
+        say(f"{plural(stale, 'incomplete multipart upload')} hold space until aborted; `studioops storage init` "
+            "aborts those older than a day")
 
 
 @app.command("presign")
@@ -161,11 +176,11 @@ def presign(
     expires: str = typer.Option("1h", "--expires", help="How long the URL works: 30s, 15m, 1h, 7d at most."),
 ) -> None:
     """Print a presigned URL (alone on its line) that works without credentials until it expires."""
-    from studioops.config import parse_duration
     from studioops.storage import split_target
 
     bucket, key = split_target(target)
-    print(_storage().presign(bucket, key, expires=int(parse_duration(expires)), put=put))
+    seconds = int(duration(expires, "--expires"))
+    print(_storage().presign(bucket, key, expires=seconds, put=put))
 
 
 @app.command("policy")

@@ -22,10 +22,14 @@ def explain_connect_error(exc: psycopg.Error, db: DatabaseURL) -> DatabaseUnavai
     where = f"{db.host}:{db.port}/{db.dbname}"
     if "password authentication failed" in reason or "no password supplied" in reason:
         hint = f"check the user and password in DATABASE_URL (user '{db.user}')"
+    elif "does not exist" in reason and db.is_local:
+        hint = "run `studioops up`: it creates the role and database named in DATABASE_URL on the embedded server"
     elif "does not exist" in reason:
-        hint = "create it, or run `studioops up` for the embedded database"
+        hint = (f"create it on {db.host} (a managed server: StudioOps does not create databases there), "
+                "or point DATABASE_URL at an existing one")
     elif any(word in full for word in ("Connection refused", "timeout expired", "could not receive", "Is the server")):
-        hint = "start it with `studioops up`, or point DATABASE_URL at a running server"
+        hint = ("start it with `studioops up`, or point DATABASE_URL at a running server" if db.is_local
+                else f"check that the server at {db.host}:{db.port} runs and accepts connections from here")
     else:
         hint = "check DATABASE_URL and that the server is running (`studioops status`)"
     return DatabaseUnavailableError(f"cannot connect to the database at {where}: {reason}. To fix: {hint}")

@@ -74,7 +74,7 @@ def up(settings: Settings, timeout: float = 30.0, seed: bool = False) -> UpResul
     began = time.perf_counter()
     result = UpResult(services=[])
     services = _services(settings)
-    for service, started in zip(services, _each(services, lambda s: s.start(timeout=timeout)), strict=True):
+    for service, started in zip(services, _start_all_or_none(services, timeout), strict=True):
         (result.started if started else result.already_running).append(service.name)
         result.notes.extend(service.notes)
     from studioops.backup import settle  # an interrupted restore is finished or rolled back before migrating
@@ -97,6 +97,27 @@ def up(settings: Settings, timeout: float = 30.0, seed: bool = False) -> UpResul
         result.console_link = login_link(settings)  # the same one-time link `studioops console` prints
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _start_all_or_none(services: list, timeout: float) -> list[bool]:
+    """Start every service concurrently. When one fails, stop those this call started and raise its error:
+    a failed `up` leaves the stack as it found it, never half of it running."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        futures = [pool.submit(s.start, timeout=timeout) for s in services]
+    errors = [f.exception() for f in futures]
+    failure = next((e for e in errors if e is not None), None)
+    if failure is None:
+        return [f.result() for f in futures]
+    started = [s for s, f, e in zip(services, futures, errors, strict=True) if e is None and f.result()]
+    for service in started:
+        service.stop(timeout=timeout)
+    if started and isinstance(failure, StudioOpsError):
+        # Same type, so the exit code and any handler stay the same; the user learns nothing is left running.
+        failure.args = (f"{str(failure).rstrip('.')} ({', '.join(s.name for s in started)}, started by this "
+                        "run, stopped again)",)
+    raise failure
 
 
 def down(settings: Settings, timeout: float = 30.0) -> list[str]:
@@ -161,8 +182,10 @@ def log_path(settings: Settings, service: str = "postgres") -> Path:
     for s in _services(settings):
         if s.name == service:
             return s.log
+    from studioops.errors import BadUsageError
+
     names = ", ".join(s.name for s in _services(settings))
-    raise StudioOpsError(f"no service named '{service}'. Choose one of: {names}")
+    raise BadUsageError(f"no service named '{service}'. Choose one of: {names}")
 
 
 def clean(settings: Settings, include_backups: bool = False) -> list[str]:

@@ -99,14 +99,16 @@ class EmbeddedPostgres:
     def start(self, timeout: float = 30.0) -> bool:
         """Start (initdb on first run). Returns False when it was already running."""
         if self.postmaster_pid():
+            self._bootstrap(timeout)  # DATABASE_URL may name a role or database this server does not have yet
             return False
         self._check_url()
         self._recover_stale_pid()
         if not process.port_is_free(self.db.port):
+            other = process.suggest_port(self.db.port, process.settings_ports(self.settings))
             raise PortInUseError(
                 f"port {self.db.port} on 127.0.0.1 is already in use by another program. Stop that program, "
                 f"or pick a free port in DATABASE_URL (e.g. postgresql://{self.db.user}:***@localhost:"
-                f"{self.db.port + 1}/{self.db.dbname})"
+                f"{other}/{self.db.dbname})"
             )
         self._prepare_dirs()
         if not self.initialized:
@@ -228,6 +230,8 @@ class EmbeddedPostgres:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise ServiceStartError(f"initdb failed in {self.data}: {result.stderr.strip()[-2000:]}")
+        self._remember_admin(self.db.user, self.db.password)
+        self._initialized_now = True
 
     def _pg_ctl_start(self, timeout: float) -> None:
         options = (
@@ -252,25 +256,79 @@ class EmbeddedPostgres:
                 f"PostgreSQL did not start ({result.stderr.strip() or result.stdout.strip()})", self.log
             )
 
-    def _bootstrap(self, timeout: float) -> None:
-        """Create the database named in DATABASE_URL and enable pgvector (a superuser-only extension)."""
-        deadline = time.monotonic() + timeout
+    # -- roles and databases ----------------------------------------------------------------------------
+    @property
+    def admin_file(self) -> Path:
+        """The superuser initdb created and its password (mode 0600): lets `up` create the role and database
+        DATABASE_URL names whenever they are missing, and apply a changed password."""
+        return self.root / "admin.json"
+
+    def _remember_admin(self, user: str, password: str) -> None:
+        tmp = self.admin_file.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
+        tmp.write_text(json.dumps({"user": user, "password": password}))
+        tmp.replace(self.admin_file)
+
+    def _admin_url(self) -> DatabaseURL | None:
+        try:
+            admin = json.loads(self.admin_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if (admin.get("user"), admin.get("password")) == (self.db.user, self.db.password):
+            return None
+        return DatabaseURL.from_parts(admin["user"], admin["password"], "127.0.0.1", self.db.port, "postgres")
+
+    def _connect_as_admin(self, deadline: float):
+        """A superuser connection to the `postgres` database: as DATABASE_URL's user when the server accepts
+        it, else as the remembered initdb superuser. Returns (connection, whether DATABASE_URL's login works)."""
         while True:
             try:
-                with connect(self.db, dbname="postgres", autocommit=True) as conn:
-                    exists = conn.execute(
-                        "SELECT 1 FROM pg_database WHERE datname = %s", (self.db.dbname,)
-                    ).fetchone()
-                    if not exists:
-                        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.db.dbname)))
-                break
-            except DatabaseUnavailableError:
-                # The server said ready but refuses connections briefly after a crash recovery.
-                if time.monotonic() > deadline:
+                return connect(self.db, dbname="postgres", autocommit=True), True
+            except DatabaseUnavailableError as exc:
+                refused = "password authentication failed" in str(exc)
+                if not refused and time.monotonic() < deadline:
+                    # The server said ready but refuses connections briefly after a crash recovery.
+                    time.sleep(0.05)
+                    continue
+                admin = self._admin_url() if refused else None
+                if admin is None:
+                    if refused:
+                        raise DatabaseUnavailableError(
+                            f"the embedded PostgreSQL at 127.0.0.1:{self.db.port} refused user '{self.db.user}' "
+                            f"of DATABASE_URL (no such role, or another password) and has no administrator "
+                            f"credentials on record in {self.admin_file}. Use the user and password the data "
+                            "directory was created with, or start afresh with `studioops clean`"
+                        ) from None
                     raise
-                time.sleep(0.05)
+                return connect(admin, autocommit=True), False
+
+    def _bootstrap(self, timeout: float) -> None:
+        """Create the role and database named in DATABASE_URL when missing (and give the role DATABASE_URL's
+        password), then enable pgvector (a superuser-only extension)."""
+        deadline = time.monotonic() + timeout
+        conn, url_login_works = self._connect_as_admin(deadline)
+        with conn:
+            role = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (self.db.user,)).fetchone()
+            ident, password = sql.Identifier(self.db.user), sql.Literal(self.db.password)
+            if role is None:
+                # As initdb's own role: the embedded server is a development server on 127.0.0.1 only, and the
+                # app role installs pgvector and restores backups.
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(ident, password))
+                self.notes.append(f"created the role '{self.db.user}' named in DATABASE_URL")
+            elif not url_login_works:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, password))
+                self.notes.append(f"gave the role '{self.db.user}' the password in DATABASE_URL")
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.db.dbname,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(self.db.dbname), ident))
+                if not getattr(self, "_initialized_now", False):
+                    self.notes.append(f"created the database '{self.db.dbname}' named in DATABASE_URL")
+            superuser = role[0] if role else True
         with connect(self.db, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        if superuser:
+            self._remember_admin(self.db.user, self.db.password)
 
 
 class ExternalPostgres:
@@ -284,7 +342,7 @@ class ExternalPostgres:
         self.notes: list[str] = []
 
     def start(self, timeout: float = 30.0) -> bool:
-        with connect(self.db, autocommit=True, timeout=timeout):
+        with connect(self.db, autocommit=True, timeout=timeout):  # a missing database: "create it there"
             return False
 
     def stop(self, timeout: float = 30.0) -> bool:

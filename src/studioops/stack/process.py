@@ -72,6 +72,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def suggest_port(after: int, avoid: set[int], host: str = "127.0.0.1") -> int:
+    """A port to suggest instead of a busy one: the next free port above `after` that no other setting names
+    (suggesting PostgreSQL's port for S3 sends the user into the next collision)."""
+    for port in [*range(after + 1, 65536), *range(1024, after)]:
+        if port not in avoid and port_is_free(port, host):
+            return port
+    return after
+
+
+def settings_ports(settings) -> set[int]:
+    """The ports every setting names: DATABASE_URL, MINIO_ENDPOINT, LANGFUSE_HOST."""
+    from urllib.parse import urlsplit
+
+    ports = {settings.db.port}
+    for url in (settings.minio_endpoint, settings.langfuse_host):
+        try:
+            port = urlsplit(url if "://" in url else "//" + url).port
+        except ValueError:
+            continue
+        if port:
+            ports.add(port)
+    return ports
+
+
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     """Poll `check` until it is true or `timeout` seconds pass; returns the last result."""
     deadline = time.monotonic() + timeout

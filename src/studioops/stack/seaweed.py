@@ -8,6 +8,7 @@ root `weed` runs as STUDIOOPS_RUN_AS with a umask of 077, like PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -28,6 +29,7 @@ from studioops.stack.service import ServiceState
 # Internal components; weed derives some gRPC ports as HTTP port + 10000, so we reserve both.
 COMPONENTS = ["master", "volume", "filer"]
 GRPC_OFFSET = 10000
+SHUTDOWN_GRACE = 3.0  # a clean stop takes ~1 s; beyond this `down` stops waiting for in-flight requests
 
 
 def weed_binary() -> str:
@@ -154,7 +156,8 @@ class EmbeddedS3:
         if not process.port_is_free(self.port):
             raise PortInUseError(
                 f"port {self.port} on 127.0.0.1 is already in use by another program. Stop that program, or pick "
-                f"a free port in MINIO_ENDPOINT (e.g. MINIO_ENDPOINT=localhost:{self.port + 1})"
+                f"a free port in MINIO_ENDPOINT (e.g. MINIO_ENDPOINT=localhost:"
+                f"{process.suggest_port(self.port, process.settings_ports(self.settings))})"
             )
         console_port = self._console_port()
         self._prepare_dirs()
@@ -266,12 +269,26 @@ class EmbeddedS3:
         Storage.from_settings(self.settings, timeout=2).wait_ready(max(1.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """SIGINT, SeaweedFS's own graceful shutdown (~1 s with preStopSeconds=0; SIGTERM waits ~12 s)."""
+        """SIGINT, SeaweedFS's own graceful shutdown (~1 s with preStopSeconds=0; SIGTERM waits ~12 s).
+
+        With a client's request in flight (an API scraping /metrics), the filer's shutdown sometimes waits 10 s
+        more for it. Once the S3 port is closed no write can arrive, and what was written is in the files
+        (objects survive kill -9), so after SHUTDOWN_GRACE the rest of the wait is cut short with SIGKILL."""
         pid = self.pid()
         if not pid:
             self.run_file.unlink(missing_ok=True)
             return False
-        process.stop_pid(pid, signal.SIGINT, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        process.wait_until(lambda: not process.is_alive(pid), min(SHUTDOWN_GRACE, timeout))
+        while process.is_alive(pid) and process.port_accepts(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)  # still serving S3: let it finish that first
+        if process.is_alive(pid):
+            with self.log.open("a") as log:
+                log.write(f"studioops: SeaweedFS still stopping {SHUTDOWN_GRACE:g}s after SIGINT with S3 closed; "
+                          "sent SIGKILL\n")
+            process.stop_pid(pid, signal.SIGKILL, 5)
         self.run_file.unlink(missing_ok=True)
         for sock in ("filer.sock", "s3.sock"):
             (self.root / sock).unlink(missing_ok=True)

@@ -10,6 +10,9 @@ import re
 from studioops.errors import InvalidKeyError
 
 MAX_KEY_BYTES = 1024
+# Each segment becomes a file or directory name in SeaweedFS's filer (and in any mirror of a bucket on disk):
+# most file systems cap a name at 255 bytes.
+MAX_SEGMENT_BYTES = 255
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -29,8 +32,19 @@ def validate_key(key: str) -> str:
         raise InvalidKeyError(f"the object key {shown} contains a backslash. Use '/' to separate folders")
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise InvalidKeyError(f"the object key {shown} contains a NUL or control character. Remove it")
-    if any(part in {"..", "."} for part in key.split("/")):
+    parts = key.split("/")
+    if any(part in {"..", "."} for part in parts):
         raise InvalidKeyError(f"the object key {shown} contains a '.' or '..' segment. Use a plain path")
+    # A trailing '/' is a folder marker ("projects/"); an empty segment inside ("a//b") names the same object as
+    # "a/b" on SeaweedFS and a different one on AWS: refuse it rather than let the two disagree.
+    if "" in parts[:-1]:
+        raise InvalidKeyError(f"the object key {shown} contains an empty segment ('//'). Use a single '/'")
+    longest = max(parts, key=lambda part: len(part.encode("utf-8")))
+    if len(longest.encode("utf-8")) > MAX_SEGMENT_BYTES:
+        raise InvalidKeyError(
+            f"the object key {shown} has a segment of {len(longest.encode('utf-8'))} bytes of UTF-8; the limit is "
+            f"{MAX_SEGMENT_BYTES} per segment (between '/'). Use shorter names"
+        )
     return key
 
 

@@ -197,25 +197,31 @@ def unmatched_requests(api_server) -> float:
                if name == "studioops_http_requests_total" and dict(labels).get("route") == "unmatched")
 
 
-def test_docs_are_served_offline_and_counted_by_route(api_server):
+def test_docs_are_served_offline_and_counted_by_route(api_server, running_stack):
     import re
 
+    from studioops.console.auth import login_link
+
+    assert httpx.get(api_server.url + "/docs").status_code in {303, 401}  # the API description needs a login
+    client = httpx.Client(base_url=api_server.url)
+    client.get(login_link(running_stack.settings, api_server.url))  # the one-time link sets the session cookie
+
     unmatched_before = unmatched_requests(api_server)
-    page = httpx.get(api_server.url + "/docs")
+    page = client.get("/docs")
     assert page.status_code == 200
     urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
     assert urls and all(u.startswith("/") for u in urls), urls  # nothing from a CDN
     for url in urls:
-        asset = httpx.get(api_server.url + url)
+        asset = client.get(url)
         assert asset.status_code == 200 and len(asset.content) > 0, url
-    assert "SwaggerUIBundle" in httpx.get(api_server.url + "/docs/assets/swagger-ui-bundle.js").text
-    assert httpx.get(api_server.url + "/openapi.json").json()["info"]["title"] == "StudioOps API"
+    assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+    assert client.get("/openapi.json").json()["info"]["title"] == "StudioOps API"
     values = samples(httpx.get(api_server.url + "/metrics").text)
     routes = {dict(labels).get("route") for name, labels in values if name == "studioops_http_requests_total"}
     assert {"/docs", "/openapi.json"} <= routes
     assert unmatched_requests(api_server) == unmatched_before
     for probe in ("..%2Fconsts.py", "index.html", "..%2F..%2Fcore.py"):  # only the listed assets are served
-        assert httpx.get(api_server.url + "/docs/assets/" + probe).status_code == 404
+        assert client.get("/docs/assets/" + probe).status_code == 404
 
 
 def test_metrics_are_bounded_by_the_health_timeout_while_the_database_is_down(fresh_stack):

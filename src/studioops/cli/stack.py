@@ -91,7 +91,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
         emit_json({"services": [s.as_dict() for s in services]})
     else:
         _render_services(services)
-    if not all(s.state in {"running", "external"} for s in services):
+    # `off`: a companion turned off by its setting, or whose port was taken (up said so); not a failure.
+    if not all(s.state in {"running", "external", "off"} for s in services):
         raise typer.Exit(1)
 
 

@@ -204,6 +204,25 @@ def test_retention_keeps_exactly_7_daily_and_4_weekly(fresh_stack):
     assert remote == {f"daily/{n}" for n in daily[:7]} | {f"weekly/{n}" for n in weekly[:4]}
 
 
+def test_prune_aborts_stale_incomplete_uploads(running_stack):
+    """Issue 10 item 10: the parts of a killed multipart upload hold space until something aborts them."""
+    import time
+
+    storage = running_stack.storage()
+    key = f"pending/prune-{os.getpid()}-{time.monotonic_ns()}.bin"
+    upload = storage.client.create_multipart_upload(Bucket="uploads", Key=key)["UploadId"]
+    try:
+        assert f"upload:uploads/{key}" not in prune_backups(running_stack.settings)  # a fresh one may still run
+        time.sleep(1.5)
+        assert f"upload:uploads/{key}" in prune_backups(running_stack.settings, stale_uploads=1)
+        assert key not in {u.key for u in storage.incomplete_uploads("uploads")}
+    finally:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            storage.client.abort_multipart_upload(Bucket="uploads", Key=key, UploadId=upload)
+
+
 def test_retention_never_deletes_the_newest_verified_archive(fresh_stack):
     assert fresh_stack.cli("up").returncode == 0
     settings, storage = fresh_stack.settings, fresh_stack.storage()

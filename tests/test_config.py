@@ -99,7 +99,10 @@ def test_the_suite_ignores_every_exported_setting_and_a_dotenv(tmp_path):
              "tests/test_config.py::test_defaults_follow_the_design_document",
              "tests/test_storage.py::test_get_to_stdout"]
     result = subprocess.run(
+        # Its own --basetemp: a second pytest would reset /tmp/pytest-of-USER to 0700 under this session's stacks,
+        # whose servers (another user) then can no longer reach their data.
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+         "--basetemp", str(tmp_path / "basetemp"),
          "-c", str(ROOT / "pyproject.toml"), *(str(ROOT / t) for t in tests)],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}, **wrong},

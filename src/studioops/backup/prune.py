@@ -11,8 +11,9 @@ from studioops.errors import StorageError
 KEEP_PRE_RESTORE = 3  # safety copies of the newest restores (`backup undo` uses the newest)
 
 
-def prune_backups(settings: Settings, settled: bool = False) -> list[str]:
-    """Apply retention locally and in the bucket; returns what was deleted (as `local:NAME`/`bucket:KEY`)."""
+def prune_backups(settings: Settings, settled: bool = False, stale_uploads: float | None = None) -> list[str]:
+    """Apply retention locally and in the bucket, and abort incomplete multipart uploads over a day old (the
+    leftovers of killed uploads); returns what was deleted (as `local:NAME`, `bucket:KEY`, `upload:BUCKET/KEY`)."""
     if not settled:
         from studioops.backup.recovery import settle
 
@@ -33,9 +34,13 @@ def prune_backups(settings: Settings, settled: bool = False) -> list[str]:
     try:
         found = remote(settings)
     except StorageError:
-        found = []  # the bucket is pruned by the next run that reaches it
+        return deleted  # the bucket is pruned by the next run that reaches it
     remote_entries = [Entry(name, kind, arc.archive_time(name)) for kind, name, _ in found]
     for entry in to_delete(remote_entries, keep, newest_verified):
         storage_of(settings).delete(BACKUP_BUCKET, f"{entry.kind}/{entry.name}")
         deleted.append(f"bucket:{entry.kind}/{entry.name}")
+    from studioops.storage.client import STALE_UPLOAD_SECONDS
+
+    aborted = storage_of(settings).abort_stale_uploads(older_than=stale_uploads or STALE_UPLOAD_SECONDS)
+    deleted.extend(f"upload:{u.bucket}/{u.key}" for u in aborted)
     return deleted

@@ -46,9 +46,10 @@ def _target_holds(settings: Settings, manifest: dict, existing: dict) -> str | N
     rows = dbx.holds_data(settings.db, [t for t in manifest["tables"] if t != "migrations"])
     what = []
     if rows:
-        what.append(", ".join(f"{t} ({n} rows)" for t, n in sorted(rows.items())[:4]))
+        what.append(", ".join(f"{t} ({n} row{'' if n == 1 else 's'})" for t, n in sorted(rows.items())[:4]))
     if existing:
-        what.append(f"{len(existing)} objects in {', '.join(sorted({b for b, _ in existing}))}")
+        buckets = ", ".join(sorted({b for b, _ in existing}))
+        what.append(f"{len(existing)} object{'' if len(existing) == 1 else 's'} in {buckets}")
     return "; ".join(what) or None
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from studioops.cli.output import console, emit_json, fail, human_bytes, say, settings, table
+from studioops.cli.output import console, emit_json, fail, human_bytes, plural, say, settings, table
 
 app = typer.Typer(help="Backups of the database and every object: create, list, verify, restore, undo, prune.",
                   no_args_is_help=True)
@@ -58,8 +58,8 @@ def create(
         return
     rows = sum(t["rows"] for t in result.tables.values())
     say(f"created {result.path} ({human_bytes(result.size)}) in {result.seconds:.1f}s: "
-              f"{len(result.tables)} tables, {rows} rows, "
-              f"{result.objects} objects ({human_bytes(result.object_bytes)})")
+              f"{plural(len(result.tables), 'table')}, {plural(rows, 'row')}, "
+              f"{plural(result.objects, 'object')} ({human_bytes(result.object_bytes)})")
     if result.uploaded:
         say(f"uploaded to {result.uploaded}")
     for name in result.pruned:
@@ -102,8 +102,9 @@ def verify(
         emit_json(result.as_dict())
         return
     rows = sum(t["rows"] for t in result.tables.values())
-    say(f"verified {result.archive.name}: {result.members_checked} checksums, {len(result.tables)} "
-        f"tables ({rows} rows) restored and identical, {result.objects} objects, "
+    say(f"verified {result.archive.name}: {plural(result.members_checked, 'checksum')}, "
+        f"{plural(len(result.tables), 'table')} ({plural(rows, 'row')}) restored and identical, "
+        f"{plural(result.objects, 'object')}, "
         f"{result.seconds:.1f}s")
 
 
@@ -130,10 +131,10 @@ def _show_restore(result, as_json: bool) -> None:
         return
     rows = sum(t["rows"] for t in result.tables.values())
     verb = "would restore" if result.dry_run else "restored"
-    extra = f", {'would delete' if result.dry_run else 'deleted'} {result.deleted_objects} objects not in the " \
-        "archive" if result.deleted_objects else ""
-    say(f"{verb} {result.archive.name}: {len(result.tables)} tables ({rows} rows), "
-        f"{result.objects} objects ({human_bytes(result.object_bytes)}){extra}")
+    extra = f", {'would delete' if result.dry_run else 'deleted'} {plural(result.deleted_objects, 'object')} not " \
+        "in the archive" if result.deleted_objects else ""
+    say(f"{verb} {result.archive.name}: {plural(len(result.tables), 'table')} ({plural(rows, 'row')}), "
+        f"{plural(result.objects, 'object')} ({human_bytes(result.object_bytes)}){extra}")
     if result.dry_run and result.holds_data:
         say(f"the target holds data ({result.holds_data}): restoring needs --force, and keeps a pre-restore "
             "archive of it first")

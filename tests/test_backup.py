@@ -464,3 +464,31 @@ def test_failed_restore_rolls_back_and_names_its_safety_copy(changed_after_backu
     assert (table_state(stack), objects_of(stack)) == live
     assert [n for n in database_names(stack) if "__" in n] == []
     assert not (stack.home / "run" / "restore.json").exists()
+
+
+def test_restore_needs_no_superuser(running_stack, tmp_path):
+    """On CloudNativePG or RDS the app role may create databases but owns no extension: `COMMENT ON EXTENSION`
+    in the dump stopped every verify and restore there."""
+    from studioops.backup.database import pg_bin, restore_into_new
+    from studioops.config import DatabaseURL
+
+    role, password = f"restorer_{os.getpid()}", "restorer-password-1234"
+    with running_stack.connect(autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+    with running_stack.connect("template1", autocommit=True) as template:
+        template.execute("CREATE EXTENSION IF NOT EXISTS vector")  # as CNPG's postInitTemplateSQL does
+    dump = tmp_path / "app.dump"
+    made = subprocess.run([pg_bin("pg_dump"), "-Fc", "-f", str(dump), running_stack.url], capture_output=True,
+                          text=True)
+    assert made.returncode == 0, made.stderr
+    db = running_stack.settings.db
+    restorer = DatabaseURL.from_parts(role, password, db.host, db.port, db.dbname)
+    name = f"restored_{os.getpid()}"
+    try:
+        restore_into_new(restorer, dump, name)
+        with running_stack.connect(name) as conn:
+            assert conn.execute("SELECT count(*) FROM projects").fetchone()[0] >= 0
+    finally:
+        with running_stack.connect(autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f"DROP ROLE IF EXISTS {role}")

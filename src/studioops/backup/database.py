@@ -199,11 +199,25 @@ def scratch_databases(db: DatabaseURL) -> list[tuple[str, str, int]]:
 
 
 def pg_restore(db: DatabaseURL, dbname: str, dump: Path, jobs: int = 2) -> None:
-    """Restore a custom-format dump into an empty database; stop at the first error."""
-    result = subprocess.run(
-        [pg_bin("pg_restore"), "--exit-on-error", "--no-owner", f"--jobs={jobs}", "--dbname", dbname, str(dump)],
-        capture_output=True, text=True, env=_env(db),
-    )
+    """Restore a custom-format dump into an empty database; stop at the first error.
+
+    Extension comments are left out: only an extension's owner may set them, and on managed servers (CloudNativePG,
+    RDS) the app role that restores owns no extension, so `COMMENT ON EXTENSION vector` would stop the restore."""
+    listed = subprocess.run([pg_bin("pg_restore"), "--list", str(dump)], capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise BackupError(f"pg_restore could not read the dump: {listed.stderr.strip()[-500:]}")
+    toc = dump.with_name(dump.name + ".toc")
+    fd = os.open(toc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(line + "\n" for line in listed.stdout.splitlines() if " COMMENT - EXTENSION " not in line)
+    try:
+        result = subprocess.run(
+            [pg_bin("pg_restore"), "--exit-on-error", "--no-owner", f"--jobs={jobs}", "--use-list", str(toc),
+             "--dbname", dbname, str(dump)],
+            capture_output=True, text=True, env=_env(db),
+        )
+    finally:
+        toc.unlink(missing_ok=True)
     if result.returncode != 0:
         raise BackupError(f"pg_restore failed: {result.stderr.strip()[-500:]}")
 

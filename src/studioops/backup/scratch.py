@@ -18,7 +18,7 @@ from studioops.backup.files import open_private, private_dir
 from studioops.backup.testhook import pause_at
 from studioops.config import Settings
 
-DUMP = re.compile(r"^\.restore-(\d+)-\w+\.dump$")
+DUMP = re.compile(r"^\.restore-(\d+)-\w+\.dump(\.toc)?$")  # the dump, and the list pg_restore reads
 
 
 def scratch_folder(settings: Settings) -> Path:

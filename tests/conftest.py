@@ -118,6 +118,7 @@ def make_stack(root: Path) -> Stack:
         "MINIO_ACCESS_KEY": "test-access",
         "MINIO_SECRET_KEY": "test-secret-key-1234",
         "LANGFUSE_HOST": f"http://localhost:{stack_port()}",  # the embedded console's port
+        "MINIO_CONSOLE_PORT": str(stack_port()),  # never 9001, which a stack of the user's may hold
     }
     return Stack(home, env)
 

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     backup_zstd_level: int = Field(3, ge=1, le=22)
     observability_local_store: bool = Field(True, description="record traces in the llm_traces table")
     observability_queue_size: int = Field(10000, ge=1, description="traces held before new ones are dropped")
+    # Embedded PostgreSQL tuning (stack/tuning.py): pgtune's settings from the machine's cores and memory.
+    pg_tuning: bool = Field(True, description="tune the embedded PostgreSQL for this machine at `up`")
+    pg_memory: str = Field("", description="tune for this much memory (e.g. 4GB) instead of the machine's")
+    pg_settings: str = Field("", description="PostgreSQL settings overriding the tuning: name=value,name=value")
 
     @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", mode="before")
     @classmethod
@@ -60,6 +64,15 @@ class Settings(BaseSettings):
         # An empty line in .env (as the templates have) means "the default", not the current directory.
         if value is None or (isinstance(value, str) and not value.strip()):
             return PACKAGE_MIGRATIONS_DIR if info.field_name == "studioops_migrations_dir" else None
+        return value
+
+    @field_validator("pg_memory", "pg_settings")
+    @classmethod
+    def _check_pg_tuning(cls, value: str, info) -> str:
+        from studioops.stack.tuning import parse_overrides, parse_size
+
+        if value.strip():
+            (parse_size if info.field_name == "pg_memory" else parse_overrides)(value)
         return value
 
     @field_validator("database_url")

@@ -106,17 +106,19 @@ def status(settings: Settings) -> list[ServiceState]:
 def _database_facts(settings: Settings) -> tuple[dict[str, str], dict[str, object]]:
     from studioops.db.connect import connect
     from studioops.db.migrate import Migrator
+    from studioops.stack import tuning
 
     try:
         with connect(settings.db, autocommit=True, timeout=2) as conn:
             pg = conn.execute("SHOW server_version").fetchone()[0]
             vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+            tuned = tuning.current(conn)
         migrations = Migrator(settings.db, settings.studioops_migrations_dir).status()
     except StudioOpsError as exc:
         return {}, {"error": str(exc)}
     return (
         {"postgresql": pg, "pgvector": vector[0] if vector else "not installed"},
-        {"migration_head": migrations.head, "pending_migrations": len(migrations.pending)},
+        {"migration_head": migrations.head, "pending_migrations": len(migrations.pending), "settings": tuned},
     )
 
 

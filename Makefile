@@ -55,6 +55,9 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/metrics_scrape.py
 
 # The design document's targets.
 dev-up: up

@@ -128,17 +128,19 @@ def test_nearest_neighbour_query_uses_the_hnsw_index(conn):
         )
     conn.execute("SET LOCAL enable_seqscan = off")  # tiny table: make the planner show its index choice
     query = embedding_for("doc 7")
+    # 004 indexes the embedding as halfvec (half the memory): queries order by the same expression to use it.
     plan = "\n".join(r[0] for r in conn.execute(
-        "EXPLAIN SELECT content FROM rag_documents ORDER BY embedding <=> %s::vector LIMIT 3", (query,)
+        "EXPLAIN SELECT content FROM rag_documents ORDER BY embedding::halfvec(1536) <=> %s::halfvec(1536) LIMIT 3",
+        (query,)
     ))
-    assert "idx_rag_documents_embedding" in plan
+    assert "idx_rag_documents_embedding_hnsw" in plan
     nearest = conn.execute(
         "SELECT content FROM rag_documents ORDER BY embedding <=> %s::vector LIMIT 1", (query,)
     ).fetchone()[0]
     assert nearest == "doc 7"
     index_kind = conn.execute(
         "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam "
-        "WHERE c.relname = 'idx_rag_documents_embedding'"
+        "WHERE c.relname = 'idx_rag_documents_embedding_hnsw'"
     ).fetchone()[0]
     assert index_kind == "hnsw"
 

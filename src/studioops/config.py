@@ -63,6 +63,10 @@ class Settings(BaseSettings):
                                                    "Langfuse's defaults (JSON)")
     api_storage_usage_refresh_seconds: float = Field(
         30.0, gt=0, description="how often the API lists every bucket for its storage metrics (in the background)")
+    # Embedded PostgreSQL tuning (stack/tuning.py): pgtune's settings from the machine's cores and memory.
+    pg_tuning: bool = Field(True, description="tune the embedded PostgreSQL for this machine at `up`")
+    pg_memory: str = Field("", description="tune for this much memory (e.g. 4GB) instead of the machine's")
+    pg_settings: str = Field("", description="PostgreSQL settings overriding the tuning: name=value,name=value")
 
     @field_validator("studioops_migrations_dir", "backup_dir", "studioops_compose_file", "observability_prices_file",
                      mode="before")
@@ -92,6 +96,15 @@ class Settings(BaseSettings):
             seconds = 0
         if seconds <= 0:
             raise ConfigError(f"CONSOLE_SESSION_TTL '{value}' is not a positive duration. Write it as 30m, 12h or 7d")
+        return value
+
+    @field_validator("pg_memory", "pg_settings")
+    @classmethod
+    def _check_pg_tuning(cls, value: str, info) -> str:
+        from studioops.stack.tuning import parse_overrides, parse_size
+
+        if value.strip():
+            (parse_size if info.field_name == "pg_memory" else parse_overrides)(value)
         return value
 
     @field_validator("database_url")

@@ -89,3 +89,7 @@ class CorruptArchiveError(BackupError):
 
 class RestoreRefusedError(BackupError):
     """Restoring would overwrite data, and --force was not given."""
+
+
+class RetrievalError(StudioOpsError):
+    """Bad input to retrieval (`studioops.rag`): wrong embedding size, malformed row or filter."""

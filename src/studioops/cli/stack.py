@@ -22,6 +22,9 @@ def _render_services(services) -> None:
         head = s.details.get("migration_head") or s.details.get("error", "")
         rows.append([s.name, s.state, s.pid, s.address, versions, head, s.data_dir])
     table(None, ["service", "state", "pid", "address", "versions", "migrations", "data"], rows)
+    for s in services:
+        if s.details.get("settings"):
+            say(f"{s.name} settings: " + ", ".join(f"{k} {v}" for k, v in s.details["settings"].items()))
 
 
 def up(

@@ -161,19 +161,21 @@ def _settle_restore(settings: Settings) -> list[str]:
 def _database_facts(settings: Settings, pool=None) -> tuple[dict[str, str], dict[str, object]]:
     from studioops.db.connect import borrow
     from studioops.db.migrate import Migrator
+    from studioops.stack import tuning
 
     try:
         with borrow(settings.db, pool, timeout=2) as conn:
             pg = conn.execute("SHOW server_version").fetchone()[0]
             vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
             migrations = Migrator(settings.db, settings.studioops_migrations_dir).status(conn)
+            tuned = tuning.current(conn)
     except Exception as exc:  # a pool timeout or a query error too: status reports, never fails
         from studioops.errors import one_line
 
         return {}, {"error": one_line(exc) if not isinstance(exc, StudioOpsError) else str(exc)}
     return (
         {"postgresql": pg, "pgvector": vector[0] if vector else "not installed"},
-        {"migration_head": migrations.head, "pending_migrations": len(migrations.pending)},
+        {"migration_head": migrations.head, "pending_migrations": len(migrations.pending), "settings": tuned},
     )
 
 

@@ -25,7 +25,7 @@ from studioops.errors import (
     PortInUseError,
     ServiceStartError,
 )
-from studioops.stack import process
+from studioops.stack import process, tuning
 from studioops.stack.service import ServiceState
 
 
@@ -238,6 +238,7 @@ class EmbeddedPostgres:
             f"-c listen_addresses=127.0.0.1 -p {self.db.port} -c unix_socket_directories=''"
             " -c logging_collector=off"
         )
+        options += tuning.command_line(tuning.for_settings(self.settings))  # pgtune-style; PG_TUNING, PG_SETTINGS
         args = [pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
                 "-t", str(max(1, int(timeout))), "start"]
         try:

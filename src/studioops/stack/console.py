@@ -22,7 +22,7 @@ from studioops import __version__
 from studioops.config import LOCAL_HOSTS, Settings
 from studioops.errors import ConfigError, PortInUseError
 from studioops.stack import process
-from studioops.stack.service import ServiceState
+from studioops.stack.service import ExternalService, ServiceState
 
 APP = "studioops.api.main:app"
 
@@ -177,21 +177,11 @@ class EmbeddedConsole:
         return True
 
 
-class ExternalConsole:
+class ExternalConsole(ExternalService):
     """LANGFUSE_HOST names a Langfuse elsewhere (Compose, cloud): we neither start nor stop it."""
 
     name = "console"
+    log_name = "console/console.log"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.log = settings.home / "console" / "console.log"
-        self.notes: list[str] = []
-
-    def start(self, timeout: float = 30.0) -> bool:
-        return False
-
-    def stop(self, timeout: float = 30.0) -> bool:
-        return False
-
-    def state(self) -> ServiceState:
-        return ServiceState(self.name, "external", None, self.settings.langfuse_host, "", "")
+    def address(self) -> str:
+        return self.settings.langfuse_host

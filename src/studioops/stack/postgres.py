@@ -26,7 +26,7 @@ from studioops.errors import (
     ServiceStartError,
 )
 from studioops.stack import process, tuning
-from studioops.stack.service import ServiceState
+from studioops.stack.service import ExternalService, ServiceState
 
 
 def bin_dir() -> Path:
@@ -332,22 +332,19 @@ class EmbeddedPostgres:
             self._remember_admin(self.db.user, self.db.password)
 
 
-class ExternalPostgres:
+class ExternalPostgres(ExternalService):
     """DATABASE_URL names another machine's server (managed PostgreSQL): we neither start nor stop it."""
 
     name = "postgres"
+    log_name = "postgres/postgres.log"
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self.db = settings.db
-        self.log = settings.home / "postgres" / "postgres.log"
-        self.notes: list[str] = []
 
-    def start(self, timeout: float = 30.0) -> bool:
+    def check(self, timeout: float) -> None:
         with connect(self.db, autocommit=True, timeout=timeout):  # a missing database: "create it there"
-            return False
+            pass
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        return False
-
-    def state(self) -> ServiceState:
-        return ServiceState(self.name, "external", None, f"{self.db.host}:{self.db.port}", "", "")
+    def address(self) -> str:
+        return f"{self.db.host}:{self.db.port}"

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from studioops.config import LOCAL_HOSTS, Settings
 from studioops.errors import BinaryNotFoundError, ConfigError, PortInUseError
 from studioops.stack import process, seaweed_security
-from studioops.stack.service import ServiceState
+from studioops.stack.service import ExternalService, ServiceState
 
 # Internal components; weed derives some gRPC ports as HTTP port + 10000, so we reserve both.
 COMPONENTS = ["master", "volume", "filer"]
@@ -317,26 +317,18 @@ class S3Console:
         return ServiceState(self.name, state, None, f"127.0.0.1:{port}" if port else "", "", str(self.log))
 
 
-class ExternalS3:
+class ExternalS3(ExternalService):
     """MINIO_ENDPOINT names another machine (MinIO, AWS S3, R2): we neither start nor stop it."""
 
     name = "s3"
+    log_name = "s3/weed.log"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.log = settings.home / "s3" / "weed.log"
-        self.notes: list[str] = []
-
-    def start(self, timeout: float = 30.0) -> bool:
+    def check(self, timeout: float) -> None:
         from studioops.storage import Storage
 
         Storage.from_settings(self.settings, timeout=timeout).wait_ready(timeout)
-        return False
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        return False
-
-    def state(self) -> ServiceState:
+    def address(self) -> str:
         from studioops.storage.client import endpoint_url
 
-        return ServiceState(self.name, "external", None, endpoint_url(self.settings), "", "")
+        return endpoint_url(self.settings)

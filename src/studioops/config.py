@@ -79,6 +79,7 @@ class Settings(BaseSettings):
                 f"STORAGE_PUBLIC_BUCKETS names the {BACKUP_BUCKET} bucket, which holds the whole database: anyone "
                 f"could download it. Remove {BACKUP_BUCKET} from STORAGE_PUBLIC_BUCKETS"
             )
+        return value
 
     @field_validator("console_session_ttl")
     @classmethod

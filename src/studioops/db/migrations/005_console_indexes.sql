@@ -7,7 +7,7 @@
 --    triggers after the data, so a restore does not count twice.
 -- 2. Free text over a trace's input and output: a tsvector over their JSON string values (pg_trgm is not in
 --    the bundled PostgreSQL), matched by words.
--- 3. Usage per model per day and the session/user groupings read through covering indexes.
+-- 3. Usage per model per day comes from a small rollup table kept by triggers as well.
 ALTER TABLE traces
     ADD COLUMN obs_count       bigint NOT NULL DEFAULT 0,
     ADD COLUMN obs_tokens      bigint NOT NULL DEFAULT 0,
@@ -76,6 +76,60 @@ CREATE INDEX idx_traces_text ON traces USING gin (
     (jsonb_to_tsvector('simple', coalesce(input, '{}'::jsonb), '["string"]')
      || jsonb_to_tsvector('simple', coalesce(output, '{}'::jsonb), '["string"]')));
 
--- Usage per model per day reads only this index (index-only scans once vacuumed).
-CREATE INDEX idx_observations_usage ON observations (start_time, model)
-    INCLUDE (total_tokens, input_tokens, output_tokens, total_cost, level, end_time) WHERE model IS NOT NULL;
+-- Usage per model per day: a rollup per (UTC day, model, latency bucket) kept by the same triggers, so the Usage
+-- page adds up a few hundred rows instead of every generation in the range. Latency buckets grow by 20%:
+-- p50/p95 read from them are within 10% (the page labels them as estimates).
+CREATE TABLE usage_rollup (
+    day     date NOT NULL,
+    model   text NOT NULL,
+    bucket  integer NOT NULL,  -- floor(ln(1 + latency_ms) / ln(1.2)); -1: no end time, no latency
+    calls   bigint NOT NULL DEFAULT 0,
+    errors  bigint NOT NULL DEFAULT 0,
+    tokens  bigint NOT NULL DEFAULT 0,
+    cost    numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, model, bucket)
+);
+
+CREATE FUNCTION studioops_usage_rows(sign integer, o observations) RETURNS TABLE (
+    day date, model text, bucket integer, calls integer, errors integer, tokens bigint, cost numeric)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (o.start_time AT TIME ZONE 'UTC')::date, o.model,
+           CASE WHEN o.end_time IS NULL THEN -1
+                ELSE floor(ln(1 + greatest(extract(epoch FROM o.end_time - o.start_time) * 1000, 0)) / ln(1.2))::int
+           END,
+           sign, CASE WHEN o.level = 'ERROR' THEN sign ELSE 0 END,
+           sign * coalesce(o.total_tokens, coalesce(o.input_tokens, 0) + coalesce(o.output_tokens, 0)),
+           sign * coalesce(o.total_cost, 0)
+    WHERE o.model IS NOT NULL
+$$;
+
+INSERT INTO usage_rollup (day, model, bucket, calls, errors, tokens, cost)
+SELECT u.day, u.model, u.bucket, sum(u.calls), sum(u.errors), sum(u.tokens), sum(u.cost)
+FROM observations o, studioops_usage_rows(1, o) u
+GROUP BY 1, 2, 3;
+
+CREATE FUNCTION studioops_usage_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changed text := CASE TG_OP
+        WHEN 'INSERT' THEN 'SELECT u.* FROM new_rows o, studioops_usage_rows(1, o::observations) u'
+        WHEN 'DELETE' THEN 'SELECT u.* FROM old_rows o, studioops_usage_rows(-1, o::observations) u'
+        ELSE 'SELECT u.* FROM new_rows o, studioops_usage_rows(1, o::observations) u UNION ALL '
+             'SELECT u.* FROM old_rows o, studioops_usage_rows(-1, o::observations) u' END;
+BEGIN
+    -- In key order: concurrent batches lock the shared rows in the same order, so they never deadlock.
+    EXECUTE format($q$
+        INSERT INTO usage_rollup AS r (day, model, bucket, calls, errors, tokens, cost)
+        SELECT day, model, bucket, sum(calls), sum(errors), sum(tokens), sum(cost)
+        FROM (%s) changed GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (day, model, bucket) DO UPDATE
+        SET calls = r.calls + excluded.calls, errors = r.errors + excluded.errors,
+            tokens = r.tokens + excluded.tokens, cost = r.cost + excluded.cost$q$, changed);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER observations_usage_insert AFTER INSERT ON observations
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION studioops_usage_totals();
+CREATE TRIGGER observations_usage_update AFTER UPDATE ON observations
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION studioops_usage_totals();
+CREATE TRIGGER observations_usage_delete AFTER DELETE ON observations
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION studioops_usage_totals();

@@ -84,7 +84,7 @@ def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20, curso
 
     if sort not in SORTS or order not in ("asc", "desc"):
         raise BadCursorError(f"cannot sort by '{sort} {order}'. Sort by one of {', '.join(SORTS)}, asc or desc")
-    column, kind = SORTS[sort]
+    sort_column, kind = SORTS[sort]
     f = filters or TraceFilter()
     limit = max(1, min(int(limit), MAX_LIMIT))
     where, params = ["TRUE"], []
@@ -112,12 +112,12 @@ def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20, curso
         params.append(f.text)
     if cursor:
         value, trace_id = decode_cursor(cursor, sort, order)
-        where.append(f"({column}, t.id) {'<' if order == 'desc' else '>'} (%s::{kind}, %s)")
+        where.append(f"({sort_column}, t.id) {'<' if order == 'desc' else '>'} (%s::{kind}, %s)")
         params += [value, trace_id]
     direction = "DESC" if order == "desc" else "ASC"
     sql = f"""
         SELECT t.id, t.name, t.user_id, t.session_id, t.tags, t.timestamp, t.environment,
-               {column} AS sort_value, t.obs_tokens,
+               {sort_column} AS sort_value, t.obs_tokens,
                a.observation_count, a.input_tokens, a.output_tokens, a.total_cost, a.level, a.latency_ms
         FROM traces t
         CROSS JOIN LATERAL (
@@ -130,7 +130,7 @@ def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20, curso
             FROM observations o WHERE o.trace_id = t.id
         ) a
         WHERE {' AND '.join(where)}
-        ORDER BY {column} {direction}, t.id {direction}
+        ORDER BY {sort_column} {direction}, t.id {direction}
         LIMIT %s
     """
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:

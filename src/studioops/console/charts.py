@@ -26,11 +26,25 @@ def timeline(trace: dict[str, Any], rows: list[tuple[int, dict[str, Any]]]) -> d
 
 
 def _ms(ms: float) -> str:
+    if ms < 10:
+        return f"{ms:.2g} ms"
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
-def line_chart(days: list, series: dict[str, list[float | None]], width: int = 460, height: int = 150,
-               pad: int = 36) -> dict[str, Any]:
+def short(value: float, key: str = "") -> str:
+    """An axis label: 12k, 3.4M, 0.0012, 35%."""
+    if key == "error_rate":
+        return f"{value * 100:.0f}%"
+    if value == 0:
+        return "0"
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.2g}"
+
+
+def line_chart(days: list, series: dict[str, list[float | None]], key: str = "", width: int = 460,
+               height: int = 150, pad: int = 48) -> dict[str, Any]:
     """One polyline per model over the days, with y-axis ticks (0, half, max)."""
     top = max([v for values in series.values() for v in values if v is not None] + [0.0])
     top = top or 1.0
@@ -47,7 +61,7 @@ def line_chart(days: list, series: dict[str, list[float | None]], width: int = 4
     labels = [{"x": round(pad + j * step, 1), "label": d.strftime("%m-%d")} for j, d in enumerate(days)]
     every = max(1, len(labels) // 7)
     return {"width": width, "height": height, "pad": pad, "lines": lines, "labels": labels[::every],
-            "yticks": [{"y": y(v), "value": v} for v in (0.0, top / 2, top)], "bottom": height - 20}
+            "yticks": [{"y": y(v), "label": short(v, key)} for v in (0.0, top / 2, top)], "bottom": height - 20}
 
 
 def colours(models: list[str]) -> dict[str, str]:

@@ -135,13 +135,13 @@ def router(console) -> APIRouter:
         limit = max(1, min(limit, 200))
 
         def run(conn):
-            return query.list_traces(conn, f, limit, cursor, sort, order), query.estimated_traces(conn)
+            return query.list_traces(conn, f, limit, cursor, sort, order), query.count_traces(conn)
 
-        page, estimate = await console.call(read, run)
+        page, (stored, exact) = await console.call(read, run)
         here = {**form, "sort": sort if sort != "start" else "", "order": order if order != "desc" else "",
                 "limit": str(limit) if limit != 50 else ""}
         context = dict(title="Traces", page=page, form=form, sort=sort, order=order, cursor=cursor, limit=limit,
-                       estimate=estimate, levels=LEVELS, ranges=RANGES, link=_link, here=here,
+                       stored=stored, exact=exact, levels=LEVELS, ranges=RANGES, link=_link, here=here,
                        export_query=_link(here)[1:])
         name = "_traces.html" if "hx-request" in request.headers else "traces.html"
         return console.render(request, name, **context)
@@ -242,7 +242,7 @@ def router(console) -> APIRouter:
                            ("error_rate", "Error rate"), ("latency_p50_ms", "Latency p50 (ms, ≈)"),
                            ("latency_p95_ms", "Latency p95 (ms, ≈)")):
             series = {m: [(cells.get((d, m)) or {}).get(key) for d in data["days"]] for m in data["models"]}
-            charts.append({"key": key, "label": label, **line_chart(data["days"], series)})
+            charts.append({"key": key, "label": label, **line_chart(data["days"], series, key)})
         return console.render(request, "usage.html", title="Usage", u=data, charts=charts,
                               colours=colours(data["models"]), start=data["first"].isoformat(),
                               end=data["last"].isoformat())

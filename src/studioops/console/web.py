@@ -94,7 +94,9 @@ def _num(n: Any) -> str:
 
 
 def _ms(ms: float | None) -> str:
-    return "" if ms is None else _duration(float(ms) / 1000)
+    if ms is None:
+        return ""
+    return f"{float(ms):.2g} ms" if float(ms) < 10 else _duration(float(ms) / 1000)
 
 
 def _usd(cost: Any) -> str:

@@ -193,17 +193,21 @@ def group_traces(conn, by: str, since: datetime | None = None, until: datetime |
         rows = cur.execute(sql, [*params, limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    for r in rows:
+    for r in rows:  # sums of bigint come back as numeric
         r["cost"] = _number(r["cost"])
-        r["tokens"] = _number(r["tokens"])
-        r["observations"] = _number(r["observations"])
+        r["tokens"] = int(r["tokens"] or 0)
+        r["observations"] = int(r["observations"] or 0)
     return {"groups": rows, "next": rows[-1]["key"] if more and rows else None}
 
 
-def estimated_traces(conn) -> int:
-    """The planner's estimate of the traces stored (an exact count scans the table)."""
-    row = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'traces'::regclass").fetchone()
-    return max(0, int(row[0])) if row else 0
+def count_traces(conn) -> tuple[int, bool]:
+    """(traces stored, exact?): counted while the table is small, else the planner's estimate (an exact count
+    of a large table scans all of it)."""
+    estimate, pages = conn.execute(
+        "SELECT reltuples::bigint, relpages FROM pg_class WHERE oid = 'traces'::regclass").fetchone()
+    if pages < 1000 or estimate < 0:  # about 8 MB: counting is quicker than the page's budget
+        return conn.execute("SELECT count(*) FROM traces").fetchone()[0], True
+    return int(estimate), False
 
 
 OBSERVATION_FIELDS = ("id", "parent_observation_id", "type", "name", "model", "model_parameters", "start_time",

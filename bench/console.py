@@ -177,7 +177,10 @@ def main() -> None:
                 }
                 results = {}
                 for name, path in pages.items():
-                    first = client.get(path)
+                    try:
+                        first = client.get(path)
+                    except httpx.TransportError:  # the server dropped the connection after an error: again
+                        first = client.get(path)
                     if first.status_code != 200:  # reported, not fatal: the other pages still get measured
                         print(f"{name}: {path} answered {first.status_code}: {first.text[:300]!r}")
                         continue

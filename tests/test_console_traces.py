@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -193,6 +194,13 @@ def test_pages_follow_each_sort_order_without_gaps_or_repeats(page, server, sent
     assert listed(page) == expected_order(trace_stack, sent["bulk"], sort, "asc")[:10]
     if sort == "tokens":
         screenshot(page, "traces-sorted")
+    # A cursor handed out for another order is refused, not misread.
+    first = httpx.get(server.url + f"/traces?tags=bulk-{RUN}&limit=10", cookies=cookies_of(page)).text
+    cursor = re.search(r"cursor=([A-Za-z0-9_-]+)", first)[1]
+    other = "cost" if sort == "start" else sort
+    r = httpx.get(server.url + f"/traces?tags=bulk-{RUN}&limit=10&sort={other}&cursor={cursor}",
+                  cookies=cookies_of(page), headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "not a cursor from this list in this order" in r.text
 
 
 def test_exports_hold_the_filtered_list(page, server, sent):

@@ -288,3 +288,51 @@ def test_trace_pages_read_without_javascript(browser, trace_stack, server, sent)
     p.locator("a[rel=next]").click()  # a plain link
     assert "cursor=" in p.url and len(listed(p)) == 10
     context.close()
+
+
+def test_migration_005_totals_the_stored_traces_and_keeps_them(trace_stack, tmp_path):
+    """Traces stored before 005 get their totals and usage rows when it runs; later writes keep them."""
+    import shutil
+
+    from studioops.config import PACKAGE_MIGRATIONS_DIR, parse_database_url
+    from studioops.db.migrate import Migrator
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with trace_stack.connect(autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = trace_stack.settings.db.with_database(name)
+    db = parse_database_url(url)
+    try:
+        old = tmp_path / "migrations"
+        old.mkdir()
+        for path in sorted(PACKAGE_MIGRATIONS_DIR.glob("*.sql")):
+            if path.name < "005":
+                shutil.copy(path, old / path.name)
+        Migrator(db, old).migrate()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO traces (id, timestamp) VALUES ('a', '2026-01-01T10:00:00Z')")
+            conn.execute("""INSERT INTO observations (id, trace_id, start_time, end_time, model, input_tokens,
+                                output_tokens, total_cost, level) VALUES
+                            ('a1', 'a', '2026-01-01T10:00:00Z', '2026-01-01T10:00:02Z', 'm', 10, 5, 0.5, 'ERROR'),
+                            ('a2', 'a', '2026-01-01T10:00:01Z', '2026-01-01T10:00:03Z', 'm', 20, 5, 0.25, 'DEFAULT')""")
+        shutil.copy(PACKAGE_MIGRATIONS_DIR / "005_console_indexes.sql", old / "005_console_indexes.sql")
+        assert Migrator(db, old).migrate() == ["005_console_indexes.sql"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            def totals():
+                return conn.execute("SELECT obs_count, obs_tokens, obs_cost::float, obs_latency_ms FROM traces "
+                                    "WHERE id = 'a'").fetchone()
+
+            def usage():
+                return conn.execute("SELECT sum(calls), sum(errors), sum(tokens), sum(cost)::float FROM usage_rollup "
+                                    "WHERE model = 'm'").fetchone()
+
+            assert totals() == (2, 40, 0.75, 3000.0) and usage() == (2, 1, 40, 0.75)
+            conn.execute("UPDATE observations SET output_tokens = 15, level = 'DEFAULT' WHERE id = 'a1'")
+            conn.execute("INSERT INTO observations (id, trace_id, start_time, model, input_tokens) "
+                         "VALUES ('a3', 'a', '2026-01-01T10:00:04Z', 'm', 1)")
+            assert totals() == (3, 51, 0.75, 4000.0) and usage() == (3, 0, 51, 0.75)
+            conn.execute("DELETE FROM observations WHERE id = 'a2'")
+            assert totals()[:3] == (2, 26, 0.5) and usage() == (2, 0, 26, 0.5)
+    finally:
+        with trace_stack.connect(autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

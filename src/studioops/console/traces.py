@@ -143,7 +143,9 @@ def router(console) -> APIRouter:
         context = dict(title="Traces", page=page, form=form, sort=sort, order=order, cursor=cursor, limit=limit,
                        stored=stored, exact=exact, levels=LEVELS, ranges=RANGES, link=_link, here=here,
                        export_query=_link(here)[1:])
-        name = "_traces.html" if "hx-request" in request.headers else "traces.html"
+        # htmx swaps only the results; a history restore (back button, cache miss) needs the whole page.
+        partial = "hx-request" in request.headers and "hx-history-restore-request" not in request.headers
+        name = "_traces.html" if partial else "traces.html"
         return console.render(request, name, **context)
 
     def export(request: Request, kind: str):

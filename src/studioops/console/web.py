@@ -4,7 +4,7 @@ console.backups) and render.
 
 `install(app, settings, state)` adds the gate (console.access), the pages, the JSON API under /api/console and
 the static assets to the FastAPI app. More pages (traces, sessions, users, usage) join the navigation with
-`register_page`.
+`register_page`; the trace pages (traces, sessions, users, usage) live in console.traces.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from studioops.config import Settings
-from studioops.console import auth
+from studioops.console import auth, traces
 from studioops.console.access import ConsoleGate, server_port
 from studioops.errors import ObjectNotFoundError, StudioOpsError, one_line
 
@@ -36,8 +36,9 @@ def register_page(path: str, title: str, order: int) -> None:
         NAV.sort()
 
 
-for _order, _path, _title in ((10, "/", "Overview"), (50, "/database", "Database"), (60, "/storage", "Storage"),
-                              (70, "/backups", "Backups")):
+for _order, _path, _title in ((10, "/", "Overview"), (20, "/traces", "Traces"), (25, "/sessions", "Sessions"),
+                              (30, "/users", "Users"), (40, "/usage", "Usage"), (50, "/database", "Database"),
+                              (60, "/storage", "Storage"), (70, "/backups", "Backups")):
     register_page(_path, _title, _order)
 
 
@@ -92,12 +93,25 @@ def _num(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int | float) else ("" if n is None else str(n))
 
 
+def _ms(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    return f"{float(ms):.2g} ms" if float(ms) < 10 else _duration(float(ms) / 1000)
+
+
+def _usd(cost: Any) -> str:
+    if cost is None:
+        return ""
+    cost = float(cost)
+    return "$0" if cost == 0 else (f"${cost:,.2f}" if cost >= 1 else f"${cost:.6f}".rstrip("0"))
+
+
 def _templates():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(bytes=_bytes, when=_when, ago=_ago, duration=_duration, num=_num,
+    env.filters.update(bytes=_bytes, when=_when, ago=_ago, duration=_duration, num=_num, ms=_ms, usd=_usd,
                        urlq=lambda s: quote(str(s), safe=""))
     return env
 
@@ -183,6 +197,7 @@ def install(app: FastAPI, settings: Settings, state: dict) -> None:
     app.add_middleware(ConsoleGate, settings=settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(_pages(console))
+    app.include_router(traces.router(console))
     app.include_router(_api(console))
 
     def explain(request: Request, status: int, message: str):

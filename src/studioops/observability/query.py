@@ -1,8 +1,10 @@
-"""Reading the trace store: the trace list (newest first, filtered, keyset-paginated) and one trace's tree.
+"""Reading the trace store: the trace list (filtered, sorted, keyset-paginated), one trace's tree, and traces
+grouped by session or user.
 
 The CLI (`studioops traces`), the API (GET /api/traces[/{id}]) and the console pages all call these, so every
-face shows the same figures. The list walks idx_traces_timestamp and adds up each listed trace's observations
-through idx_observations_trace: its cost grows with the page size, not with the store.
+face shows the same figures. The list walks one index in its sort order (idx_traces_timestamp, or the
+latency/tokens/cost indexes over the per-trace totals that migration 005's triggers keep) and adds up each listed
+trace's observations through idx_observations_trace: its cost grows with the page size, not with the store.
 """
 
 from __future__ import annotations
@@ -36,32 +38,53 @@ class TraceFilter:
     tags: list[str] = field(default_factory=list)  # traces carrying all of them
     since: datetime | None = None
     until: datetime | None = None
+    text: str | None = None  # words in the trace's input or output (web-search syntax: "a phrase", -word, or)
 
 
-def encode_cursor(timestamp: datetime, trace_id: str) -> str:
-    raw = json.dumps([timestamp.isoformat(), trace_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+# Sort key -> (column, SQL type of its cursor value). Each has an index on (column, id) or (column DESC, id DESC).
+SORTS = {"start": ("t.timestamp", "timestamptz"), "latency": ("t.obs_latency_ms", "float8"),
+         "tokens": ("t.obs_tokens", "bigint"), "cost": ("t.obs_cost", "numeric")}
+# The expression of idx_traces_text (migration 005), written the same way so the planner uses the index.
+TEXT_VECTOR = ("(jsonb_to_tsvector('simple', coalesce(t.input, '{}'::jsonb), '[\"string\"]') || "
+               "jsonb_to_tsvector('simple', coalesce(t.output, '{}'::jsonb), '[\"string\"]'))")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def encode_cursor(value: Any, trace_id: str, sort: str = "start", order: str = "desc") -> str:
+    value = value.isoformat() if isinstance(value, datetime) else str(value)
+    # Newest first keeps the short form that `studioops traces` has always handed out.
+    parts = [value, trace_id] if (sort, order) == ("start", "desc") else [sort, order, value, trace_id]
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str = "start", order: str = "desc") -> tuple[Any, str]:
+    """The (sort value, trace id) a page ended at; refused when it came from another sort order."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, trace_id = json.loads(raw)
-        return datetime.fromisoformat(stamp), str(trace_id)
-    except (ValueError, TypeError):
-        raise BadCursorError(f"'{cursor[:40]}' is not a cursor from this list. Use the next_cursor of a "
-                             "previous page") from None
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if len(raw) == 2:
+            raw = ["start", "desc", *raw]
+        got_sort, got_order, value, trace_id = raw
+        if (got_sort, got_order) != (sort, order):
+            raise ValueError("another order")
+        value = datetime.fromisoformat(value) if sort == "start" else Decimal(str(value))
+        return value, str(trace_id)
+    except (ValueError, TypeError, ArithmeticError):
+        raise BadCursorError(f"'{cursor[:40]}' is not a cursor from this list in this order. Use the next_cursor "
+                             "of a previous page with the same sort") from None
 
 
 def _number(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20,
-                cursor: str | None = None) -> dict[str, Any]:
-    """One page of traces, newest first: {"traces": [...], "next_cursor": str | None}."""
+def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20, cursor: str | None = None,
+                sort: str = "start", order: str = "desc") -> dict[str, Any]:
+    """One page of traces in `sort` order (start, latency, tokens, cost; `order` desc or asc, newest first by
+    default): {"traces": [...], "next_cursor": str | None}."""
     from psycopg.rows import dict_row
 
+    if sort not in SORTS or order not in ("asc", "desc"):
+        raise BadCursorError(f"cannot sort by '{sort} {order}'. Sort by one of {', '.join(SORTS)}, asc or desc")
+    sort_column, kind = SORTS[sort]
     f = filters or TraceFilter()
     limit = max(1, min(int(limit), MAX_LIMIT))
     where, params = ["TRUE"], []
@@ -84,12 +107,17 @@ def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20,
     if f.level is not None:
         where.append("EXISTS (SELECT 1 FROM observations m WHERE m.trace_id = t.id AND m.level = %s)")
         params.append(f.level.upper())
+    if f.text:
+        where.append(f"{TEXT_VECTOR} @@ websearch_to_tsquery('simple', %s)")
+        params.append(f.text)
     if cursor:
-        stamp, trace_id = decode_cursor(cursor)
-        where.append("(t.timestamp, t.id) < (%s, %s)")
-        params += [stamp, trace_id]
+        value, trace_id = decode_cursor(cursor, sort, order)
+        where.append(f"({sort_column}, t.id) {'<' if order == 'desc' else '>'} (%s::{kind}, %s)")
+        params += [value, trace_id]
+    direction = "DESC" if order == "desc" else "ASC"
     sql = f"""
         SELECT t.id, t.name, t.user_id, t.session_id, t.tags, t.timestamp, t.environment,
+               {sort_column} AS sort_value, t.obs_tokens,
                a.observation_count, a.input_tokens, a.output_tokens, a.total_cost, a.level, a.latency_ms
         FROM traces t
         CROSS JOIN LATERAL (
@@ -102,7 +130,7 @@ def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20,
             FROM observations o WHERE o.trace_id = t.id
         ) a
         WHERE {' AND '.join(where)}
-        ORDER BY t.timestamp DESC, t.id DESC
+        ORDER BY {sort_column} {direction}, t.id {direction}
         LIMIT %s
     """
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -117,11 +145,69 @@ def list_traces(conn, filters: TraceFilter | None = None, limit: int = 20,
             "id": r["id"], "name": r["name"], "user_id": r["user_id"], "session_id": r["session_id"],
             "tags": r["tags"], "timestamp": r["timestamp"], "environment": r["environment"],
             "latency_ms": _number(r["latency_ms"]), "input_tokens": _number(r["input_tokens"]),
-            "output_tokens": _number(r["output_tokens"]), "total_cost": _number(r["total_cost"]),
+            "output_tokens": _number(r["output_tokens"]), "total_tokens": r["obs_tokens"],
+            "total_cost": _number(r["total_cost"]),
             "level": r["level"], "observation_count": r["observation_count"],
         })
-    next_cursor = encode_cursor(rows[-1]["timestamp"], rows[-1]["id"]) if more and rows else None
+    next_cursor = encode_cursor(rows[-1]["sort_value"], rows[-1]["id"], sort, order) if more and rows else None
     return {"traces": traces, "next_cursor": next_cursor}
+
+
+def iter_traces(conn, filters: TraceFilter | None = None, sort: str = "start", order: str = "desc",
+                max_rows: int = 100_000):
+    """Every trace of the filtered list in order (at most max_rows), a page at a time: for exports."""
+    cursor, sent = None, 0
+    while sent < max_rows:
+        page = list_traces(conn, filters, min(MAX_LIMIT, max_rows - sent), cursor, sort, order)
+        yield from page["traces"]
+        sent += len(page["traces"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return
+
+
+GROUPS = {"session": "session_id", "user": "user_id"}
+
+
+def group_traces(conn, by: str, since: datetime | None = None, until: datetime | None = None, limit: int = 50,
+                 after: str | None = None) -> dict[str, Any]:
+    """Traces grouped by session or user, in key order from `after` on (keyset over idx_traces_session/user):
+    {"groups": [{key, traces, first_seen, last_seen, tokens, cost}], "next": str | None}."""
+    from psycopg.rows import dict_row
+
+    column = GROUPS[by]
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    where, params = [f"{column} IS NOT NULL"], []
+    for clause, value in ((f"{column} > %s", after), ("timestamp >= %s", since), ("timestamp < %s", until)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    sql = f"""
+        SELECT {column} AS key, count(*) AS traces, min(timestamp) AS first_seen, max(timestamp) AS last_seen,
+               sum(obs_tokens) AS tokens, sum(obs_cost) AS cost, sum(obs_count) AS observations
+        FROM traces WHERE {' AND '.join(where)}
+        GROUP BY {column} ORDER BY {column} LIMIT %s
+    """
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        rows = cur.execute(sql, [*params, limit + 1]).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    for r in rows:  # sums of bigint come back as numeric
+        r["cost"] = _number(r["cost"])
+        r["tokens"] = int(r["tokens"] or 0)
+        r["observations"] = int(r["observations"] or 0)
+    return {"groups": rows, "next": rows[-1]["key"] if more and rows else None}
+
+
+def count_traces(conn) -> tuple[int, bool]:
+    """(traces stored, exact?): counted while the table is small, else the planner's estimate (an exact count
+    of a large table scans all of it)."""
+    estimate, pages = conn.execute(
+        "SELECT reltuples::bigint, relpages FROM pg_class WHERE oid = 'traces'::regclass").fetchone()
+    if pages < 1000 or estimate < 0:  # about 8 MB: counting is quicker than the page's budget
+        return conn.execute("SELECT count(*) FROM traces").fetchone()[0], True
+    return int(estimate), False
 
 
 OBSERVATION_FIELDS = ("id", "parent_observation_id", "type", "name", "model", "model_parameters", "start_time",

@@ -149,4 +149,5 @@ def test_full_text_search_uses_gin_indexes(conn):
     indexes = {r[0] for r in conn.execute(
         "SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%USING gin%to_tsvector%'"
     )}
-    assert indexes == {"idx_doc_chunks_text_fts", "idx_rag_documents_content_fts"}
+    # The design document's two, and the console's free text over trace input and output (migration 005).
+    assert indexes == {"idx_doc_chunks_text_fts", "idx_rag_documents_content_fts", "idx_traces_text"}

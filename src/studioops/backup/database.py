@@ -219,7 +219,9 @@ def pg_restore(db: DatabaseURL, dbname: str, dump: Path, jobs: int = 2) -> None:
     finally:
         toc.unlink(missing_ok=True)
     if result.returncode != 0:
-        raise BackupError(f"pg_restore failed: {result.stderr.strip()[-500:]}")
+        # The error line, not the tail: pg_restore ends with the whole failed statement ("Command was: ...").
+        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        raise BackupError(f"pg_restore failed: {(' '.join(errors) or result.stderr.strip())[:500]}")
 
 
 def scratch_name(db: DatabaseURL, purpose: str) -> str:

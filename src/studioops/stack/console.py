@@ -131,7 +131,7 @@ class EmbeddedConsole:
                 f"port {self.port} on 127.0.0.1 (LANGFUSE_HOST) is already in use by another program. Stop that "
                 f"program, or pick a free port in LANGFUSE_HOST (e.g. LANGFUSE_HOST=http://localhost:{self.port + 1})"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # whichever service makes it first
         ours = ("DATABASE_", "STUDIOOPS_", "MINIO_", "STORAGE_", "LANGFUSE_", "OBSERVABILITY_", "BACKUP_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
         env.update(settings_environment(self.settings))

@@ -121,7 +121,7 @@ class EmbeddedPostgres:
     def _write_run_file(self) -> None:
         """run/postgres.json: the pid and port, like every embedded service (postmaster.pid stays the truth)."""
         run = self.settings.home / "run"
-        run.mkdir(parents=True, exist_ok=True)
+        run.mkdir(parents=True, exist_ok=True, mode=0o700)
         (run / "postgres.json").write_text(json.dumps(
             {"pid": self.postmaster_pid(), "port": self.db.port, "data_dir": str(self.data), "started_at": time.time()}
         ))

@@ -48,23 +48,45 @@ $$;
 --     6 kB vector, so below ~10k rows it picks a sequential scan that is 10-50x slower than the index (seen: 100 ms
 --     against 2 ms on 3,000 rows). The index and a filter's GIN bitmap scan stay free choices; with no index at
 --     all, a sequential scan still runs.
+-- The index scan settings, set in the function body rather than as SET clauses: a function's SET clause on
+-- pgvector's hnsw.* parameters is refused to a role that is not a superuser ("permission denied to set
+-- parameter") when the library is not loaded yet, as on a managed server (CNPG, RDS) and in pg_restore there.
+-- rag_scan_settings sets them for the rest of the statement and returns the previous values;
+-- rag_restore_scan_settings puts those back.
+CREATE FUNCTION rag_scan_settings(match_count int) RETURNS text[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    previous text[] := ARRAY[coalesce(current_setting('hnsw.iterative_scan', true), 'off'),
+                             coalesce(current_setting('hnsw.ef_search', true), '40'),
+                             coalesce(current_setting('hnsw.max_scan_tuples', true), '20000')];
+BEGIN
+    PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true),
+            set_config('hnsw.ef_search', greatest(200, least(match_count, 1000))::text, true),
+            set_config('hnsw.max_scan_tuples', '50000', true);
+    RETURN previous;
+END;
+$$;
+
+CREATE FUNCTION rag_restore_scan_settings(previous text[]) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT set_config('hnsw.iterative_scan', previous[1], true), set_config('hnsw.ef_search', previous[2], true),
+           set_config('hnsw.max_scan_tuples', previous[3], true);
+$$;
+
 CREATE FUNCTION match_rag_documents(
     query_embedding vector(1536),
     match_count int DEFAULT 10,
     filter jsonb DEFAULT '{}'
 ) RETURNS TABLE (id uuid, document_id uuid, content text, metadata jsonb, similarity double precision)
 LANGUAGE plpgsql STABLE
-SET hnsw.iterative_scan = 'relaxed_order'
-SET hnsw.ef_search = 200
-SET hnsw.max_scan_tuples = 50000
 SET enable_seqscan = off
 AS $$
+DECLARE
+    previous text[] := rag_scan_settings(match_count);
 BEGIN
-    IF match_count > 200 THEN
-        PERFORM set_config('hnsw.ef_search', least(match_count, 1000)::text, true);
-    END IF;
     RETURN QUERY EXECUTE rag_match_query(coalesce(filter, '{}')) USING query_embedding, match_count,
         coalesce(filter, '{}');
+    PERFORM rag_restore_scan_settings(previous);
 END;
 $$;
 
@@ -76,17 +98,14 @@ CREATE FUNCTION explain_match_rag_documents(
     with_analyze boolean DEFAULT false
 ) RETURNS SETOF text
 LANGUAGE plpgsql
-SET hnsw.iterative_scan = 'relaxed_order'
-SET hnsw.ef_search = 200
-SET hnsw.max_scan_tuples = 50000
 SET enable_seqscan = off
 AS $$
+DECLARE
+    previous text[] := rag_scan_settings(match_count);
 BEGIN
-    IF match_count > 200 THEN
-        PERFORM set_config('hnsw.ef_search', least(match_count, 1000)::text, true);
-    END IF;
     RETURN QUERY EXECUTE (CASE WHEN with_analyze THEN 'EXPLAIN (ANALYZE, BUFFERS) ' ELSE 'EXPLAIN ' END)
         || rag_match_query(coalesce(filter, '{}')) USING query_embedding, match_count, coalesce(filter, '{}');
+    PERFORM rag_restore_scan_settings(previous);
 END;
 $$;
 

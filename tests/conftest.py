@@ -124,19 +124,21 @@ def make_stack(root: Path) -> Stack:
 
 
 class ApiServer:
-    """`studioops api` in a subprocess, as an operator runs it."""
+    """`studioops api` in a subprocess, as an operator runs it; `extra` settings on top of the stack's."""
 
-    def __init__(self, stack: Stack) -> None:
+    log_name = "api"
+
+    def __init__(self, stack: Stack, **extra: str) -> None:
         self.port = stack_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Bucket figures listed every second (30 s by default), so tests see their writes soon.
+        self.env = {"API_STORAGE_USAGE_REFRESH_SECONDS": "1", **stack.env, **self.own_settings(), **extra}
         env = {k: v for k, v in os.environ.items() if not is_setting(k)}
-        self.log = stack.home / f"api-{self.port}.log"
+        self.log = stack.home / f"{self.log_name}-{self.port}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "studioops", "api", "--port", str(self.port)],
-                # Bucket figures listed every second (30 s by default), so tests see their writes soon.
-                env={**env, "API_STORAGE_USAGE_REFRESH_SECONDS": "1", **stack.env}, stdout=log,
-                stderr=subprocess.STDOUT,
+                env={**env, **self.env}, stdout=log, stderr=subprocess.STDOUT, cwd=stack.home,
             )
         import httpx
 
@@ -148,7 +150,11 @@ class ApiServer:
 
         if not wait_until(up, 30, interval=0.1):
             self.stop()
-            raise RuntimeError("the API did not start:\n" + self.log.read_text())
+            raise RuntimeError(f"`studioops api` ({self.log_name}) did not start:\n" + self.log.read_text())
+
+    def own_settings(self) -> dict[str, str]:
+        """Settings that depend on the server's own port or URL."""
+        return {}
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -156,6 +162,19 @@ class ApiServer:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Debian's chromium, driven by Playwright (tests/support/browser.py has the flags)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import launch
+
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

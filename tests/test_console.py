@@ -16,46 +16,21 @@ import pytest
 
 from studioops import stack
 from studioops.config import Settings
-from studioops.stack.process import wait_until
-from tests.conftest import Stack, make_stack, stack_port
-from tests.support.browser import launch, screenshot
+from tests.conftest import ApiServer, Stack, make_stack
+from tests.support.browser import screenshot
 
 PASSWORD = "a-console-password-for-tests"
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 PAGES = ["/", "/database", "/storage", "/backups"]
 
 
-class ConsoleServer:
+class ConsoleServer(ApiServer):
     """`studioops api` serving the console, with LANGFUSE_HOST naming it (as the console service does)."""
 
-    def __init__(self, s: Stack, **extra: str) -> None:
-        self.port = stack_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**s.env, "LANGFUSE_HOST": self.url, **extra}
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STUDIOOPS_", "MINIO_",
-                                                                          "LANGFUSE_", "CONSOLE_"))}
-        self.log = s.home / f"console-{self.port}.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "studioops", "api", "--port", str(self.port)],
-                                         env={**clean, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=s.home)
+    log_name = "console"
 
-        def up() -> bool:
-            try:
-                return httpx.get(self.url + "/livez", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        if not wait_until(up, 30, interval=0.1):
-            self.stop()
-            raise RuntimeError("the console did not start:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    def own_settings(self) -> dict[str, str]:
+        return {"LANGFUSE_HOST": self.url}
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +59,6 @@ def server(data_stack) -> Iterator[ConsoleServer]:
     srv = ConsoleServer(data_stack, CONSOLE_PASSWORD=PASSWORD)
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def login_link(s: Stack, srv: ConsoleServer) -> str:

@@ -17,7 +17,7 @@ import pytest
 from studioops import stack
 from studioops.stack.process import wait_until
 from tests.conftest import Stack, make_stack
-from tests.support.browser import launch, screenshot
+from tests.support.browser import screenshot
 from tests.test_console import XSS, ConsoleServer, login_link
 
 RUN = uuid.uuid4().hex[:8]
@@ -85,16 +85,6 @@ def sent(trace_stack, server) -> dict:
                                 ([tree_id, *bulk],)).fetchone()[0] == MANY + 1
     assert wait_until(stored, 20, 0.2)
     return {"tree": tree_id, "bulk": bulk}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

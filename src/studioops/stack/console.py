@@ -76,10 +76,7 @@ class EmbeddedConsole:
 
     # -- state ------------------------------------------------------------------------------------------
     def _run_info(self) -> dict | None:
-        try:
-            return json.loads(self.run_file.read_text())
-        except (OSError, ValueError):
-            return None
+        return process.read_run_file(self.run_file)
 
     def pid(self) -> int | None:
         """The PID in the run file when it is a live uvicorn serving our app (not a reused PID)."""

@@ -233,3 +233,13 @@ def prepare_home(home: Path, run_as: RunAs) -> list[Path]:
     """
     private_dir(home, run_as)
     return ensure_traversable(home, run_as)
+
+
+def read_run_file(path: Path) -> dict | None:
+    """A service's run/NAME.json (pid, ports), or None when it is missing or half-written."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -111,10 +111,7 @@ class EmbeddedS3:
 
     # -- state ------------------------------------------------------------------------------------------
     def _run_info(self) -> dict | None:
-        try:
-            return json.loads(self.run_file.read_text())
-        except (OSError, ValueError):
-            return None
+        return process.read_run_file(self.run_file)
 
     def pid(self) -> int | None:
         info = self._run_info()
